@@ -1,0 +1,2 @@
+//! The `semi` command. SKELETON: owned by the "pipeline" helper.
+fn main() {}

@@ -1,0 +1,15 @@
+//! semi's Stable Diffusion runtime: everything needed to run an unmodified SD 1.x/2.x diffusers
+//! model on candle, with cross-attention exposed to controllers (the ticket probe, Paint, Soft).
+
+pub mod config;
+pub mod controller;
+pub mod loading;
+pub mod noise;
+pub mod pipeline;
+pub mod schedulers;
+pub mod text_encoder;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+
+pub use controller::{AttentionController, AttentionKind, AttentionSite, Place};

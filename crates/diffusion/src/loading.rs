@@ -1,0 +1,1 @@
+//! Finding and loading a diffusers folder. SKELETON: owned by the "pipeline" helper.

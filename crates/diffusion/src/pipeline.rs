@@ -1,0 +1,1 @@
+//! The unrolled text-to-image loop. SKELETON: owned by the "pipeline" helper.

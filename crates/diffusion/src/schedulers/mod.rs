@@ -1,0 +1,1 @@
+//! Noise schedulers, one file per algorithm. SKELETON: owned by the "pipeline" helper.
