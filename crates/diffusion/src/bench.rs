@@ -1,0 +1,224 @@
+//! `semi bench`: seconds and peak memory of the SD-1.5-size components on random weights.
+//!
+//! Weights come from [`crate::random_weights`] (nothing to download), the shapes are those of
+//! SD 1.5 at 512x512. Each row is the median of several runs after one warm-up run; peak memory is
+//! the process's peak resident set during the row (Linux `VmHWM`, reset between rows).
+
+use crate::config::{TextEncoderConfig, UNetConfig, VaeConfig};
+use crate::controller::AttentionRecorder;
+use crate::random_weights::{build_seeded, DEFAULT_BASE_SEED};
+use crate::text_encoder::ClipTextModel;
+use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
+use crate::vae::AutoencoderKL;
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::time::Instant;
+
+/// The SD 1.5 UNet config (runwayml/stable-diffusion-v1-5 `unet/config.json`).
+pub const SD15_UNET: &str = r#"{"act_fn":"silu","attention_head_dim":8,"block_out_channels":[320,640,1280,1280],
+"center_input_sample":false,"cross_attention_dim":768,"down_block_types":["CrossAttnDownBlock2D",
+"CrossAttnDownBlock2D","CrossAttnDownBlock2D","DownBlock2D"],"downsample_padding":1,"flip_sin_to_cos":true,
+"freq_shift":0,"in_channels":4,"layers_per_block":2,"mid_block_scale_factor":1,"norm_eps":1e-05,
+"norm_num_groups":32,"out_channels":4,"sample_size":64,"up_block_types":["UpBlock2D","CrossAttnUpBlock2D",
+"CrossAttnUpBlock2D","CrossAttnUpBlock2D"]}"#;
+
+/// The SD 1.x text encoder config (CLIP ViT-L/14 text tower).
+pub const SD15_TEXT: &str = r#"{"hidden_act":"quick_gelu","hidden_size":768,"intermediate_size":3072,
+"max_position_embeddings":77,"num_attention_heads":12,"num_hidden_layers":12,"projection_dim":768,
+"vocab_size":49408,"layer_norm_eps":1e-05}"#;
+
+/// The SD 1.x VAE config.
+pub const SD15_VAE: &str = r#"{"act_fn":"silu","block_out_channels":[128,256,512,512],"down_block_types":
+["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],"in_channels":3,
+"latent_channels":4,"layers_per_block":2,"norm_num_groups":32,"out_channels":3,"sample_size":512,
+"up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}"#;
+
+/// The layer the ticket probe stops after (DESIGN.md 1.1).
+pub const PROBE_LAYER: &str = "down_blocks.2.attentions.1.transformer_blocks.0.attn2";
+
+/// One measured row.
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub work: String,
+    pub seconds: Vec<f64>,
+    /// Peak resident memory of the process during the row, bytes (None where not measurable).
+    pub peak_bytes: Option<u64>,
+}
+
+impl BenchRow {
+    pub fn median(&self) -> f64 {
+        let mut s = self.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    }
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub runs: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Row names to run (substring match on the work column); empty = all.
+    pub only: Vec<String>,
+}
+
+/// Resets the kernel's peak-RSS counter of this process (Linux only; otherwise a no-op).
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The process's peak resident set since the last reset, in bytes.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn time_row(work: &str, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<BenchRow> {
+    let resettable = reset_peak();
+    f().with_context(|| format!("bench `{work}`: warm-up run failed"))?;
+    let mut seconds = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        seconds.push(t.elapsed().as_secs_f64());
+    }
+    Ok(BenchRow {
+        work: work.to_string(),
+        seconds,
+        peak_bytes: if resettable { peak_rss() } else { None },
+    })
+}
+
+/// Runs the table. `progress` is told which row starts (building SD-size weights takes a while).
+pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<BenchRow>> {
+    let dev = Device::Cpu;
+    let wanted = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| w.contains(o.as_str()));
+    let (h, w) = (opts.height / 8, opts.width / 8);
+    let mut rows = Vec::new();
+
+    let unet_rows = [
+        "UNet forward, batch 1",
+        "UNet forward, batch 2",
+        "probe pass (to down_blocks.2.attentions.1), batch 1",
+    ];
+    if unet_rows.iter().any(|r| wanted(r)) {
+        progress("building the SD-1.5-size UNet with random weights");
+        let cfg = UNetConfig::parse(SD15_UNET)?;
+        let unet = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            UNet2DConditionModel::new(vb, &cfg)
+        })?;
+        let sample1 = crate::noise::randn(7, &[1, 4, h, w], &dev)?;
+        let text1 = crate::noise::randn(8, &[1, 77, 768], &dev)?;
+        let sample2 = Tensor::cat(&[&sample1, &sample1], 0)?;
+        let text2 = Tensor::cat(&[&text1, &text1], 0)?;
+        if wanted(unet_rows[0]) {
+            progress(unet_rows[0]);
+            rows.push(time_row(unet_rows[0], opts.runs, || {
+                unet.forward(&sample1, 981.0, &text1)?;
+                Ok(())
+            })?);
+        }
+        if wanted(unet_rows[1]) {
+            progress(unet_rows[1]);
+            rows.push(time_row(unet_rows[1], opts.runs, || {
+                unet.forward(&sample2, 981.0, &text2)?;
+                Ok(())
+            })?);
+        }
+        if wanted(unet_rows[2]) {
+            progress(unet_rows[2]);
+            rows.push(time_row(unet_rows[2], opts.runs, || {
+                let mut rec = AttentionRecorder::for_paths([PROBE_LAYER]);
+                let out = unet.forward_with(
+                    &sample1,
+                    981.0,
+                    &text1,
+                    ForwardOptions {
+                        controller: Some(&mut rec),
+                        stop_after: Some(PROBE_LAYER),
+                        ..Default::default()
+                    },
+                )?;
+                anyhow::ensure!(
+                    matches!(out, UNetOutput::Stopped),
+                    "the probe pass did not stop early"
+                );
+                anyhow::ensure!(
+                    rec.records.len() == 1,
+                    "the probe pass recorded {} maps",
+                    rec.records.len()
+                );
+                Ok(())
+            })?);
+        }
+    }
+
+    let text_row = "CLIP text encoder, batch 1";
+    if wanted(text_row) {
+        progress("building the SD-1.5-size text encoder with random weights");
+        let cfg = TextEncoderConfig::parse(SD15_TEXT)?;
+        let te = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            ClipTextModel::new(vb, &cfg)
+        })?;
+        let ids: Vec<u32> = (0..77u32)
+            .map(|i| {
+                if i == 0 {
+                    49406
+                } else if i < 9 {
+                    320 + i
+                } else {
+                    49407
+                }
+            })
+            .collect();
+        let ids = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
+        progress(text_row);
+        rows.push(time_row(text_row, opts.runs, || {
+            te.forward(&ids)?;
+            Ok(())
+        })?);
+    }
+
+    let vae_row = "VAE decode, batch 1";
+    if wanted(vae_row) {
+        progress("building the SD-size VAE with random weights");
+        let cfg = VaeConfig::parse(SD15_VAE)?;
+        let vae = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            AutoencoderKL::new(vb, &cfg)
+        })?;
+        let latents = crate::noise::randn(9, &[1, 4, h, w], &dev)?;
+        progress(vae_row);
+        rows.push(time_row(vae_row, opts.runs, || {
+            vae.decode(&latents)?;
+            Ok(())
+        })?);
+    }
+    Ok(rows)
+}
+
+/// The table as Markdown: work, median seconds, min-max, peak memory.
+pub fn markdown(rows: &[BenchRow]) -> String {
+    let mut s =
+        String::from("| work | median s | runs (min-max s) | peak RSS GiB |\n|---|---|---|---|\n");
+    for r in rows {
+        let min = r.seconds.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = r.seconds.iter().cloned().fold(0.0, f64::max);
+        let peak = r
+            .peak_bytes
+            .map(|b| format!("{:.2}", b as f64 / (1u64 << 30) as f64))
+            .unwrap_or_else(|| "n/a".into());
+        s.push_str(&format!(
+            "| {} | {:.2} | {} ({:.2}-{:.2}) | {} |\n",
+            r.work,
+            r.median(),
+            r.seconds.len(),
+            min,
+            max,
+            peak
+        ));
+    }
+    s
+}
