@@ -150,6 +150,16 @@ pub fn caption_matches(detections: &[Detection], groups: &[(Category, u32)]) -> 
     histogram(detections.iter().map(|d| (d.category, 1))) == histogram(groups.iter().copied())
 }
 
+/// The best IoU between a requested pixel box `[x0, y0, x1, y1]` and any detection of `category`
+/// (0 when there is none): the layout-adherence score, success being IoU > 0.5.
+pub fn best_iou(detections: &[Detection], category: Category, bbox_xyxy: [f32; 4]) -> f32 {
+    detections
+        .iter()
+        .filter(|d| d.category == category)
+        .map(|d| iou_xyxy(d.bbox_xyxy(), bbox_xyxy))
+        .fold(0.0, f32::max)
+}
+
 /// Intersection over union of two `[x0, y0, x1, y1]` boxes; 0 when either is empty.
 pub fn iou_xyxy(a: [f32; 4], b: [f32; 4]) -> f32 {
     let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
@@ -223,6 +233,26 @@ mod tests {
         ));
         assert!(!caption_matches(&dets[..2], &[(Category::Circle, 1)]));
         assert!(caption_matches(&[], &[]));
+    }
+
+    #[test]
+    fn best_iou_picks_the_matching_category() {
+        let det = |c: Category, x: f32| Detection {
+            category: c,
+            category_id: c.id(),
+            bbox: [x, 0.0, 2.0, 2.0],
+            area: 4,
+            score: 1.0,
+        };
+        let dets = [
+            det(Category::Ring, 0.0),
+            det(Category::Circle, 1.0),
+            det(Category::Circle, 0.0),
+        ];
+        let want = [0.0, 0.0, 2.0, 2.0];
+        assert_eq!(best_iou(&dets, Category::Circle, want), 1.0);
+        assert_eq!(best_iou(&dets[..2], Category::Circle, want), 1.0 / 3.0);
+        assert_eq!(best_iou(&dets, Category::Square, want), 0.0);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod sheet;
 pub use caption::{make_caption, parse_caption};
 pub use category::{Category, BACKGROUND};
 pub use dataset::{captions_path, write_dataset, DatasetSummary, DATASET_FORMAT};
-pub use detect::{caption_matches, detect, iou_xyxy, Detection, DetectorConfig};
+pub use detect::{best_iou, caption_matches, detect, iou_xyxy, Detection, DetectorConfig};
 pub use image::RgbImage;
 pub use scene::{ObjectRecord, Scene, SceneObject, SceneRecord, WorldConfig};
 pub use sheet::{contact_sheet, legend, Outline, SheetConfig, Tile};

@@ -4,8 +4,8 @@
 //! distinct category (no duplicates by default), each with a random size and position. Objects
 //! never overlap: every new object's nominal box must keep `gap` empty pixels to each earlier box;
 //! a position is drawn again (with a new size) up to `max_attempts` times, and if one object cannot
-//! be placed the whole layout, object count included, is drawn again. This biases crowded scenes
-//! towards smaller objects; at the defaults failures are rare. The random stream depends only on
+//! be placed all boxes are drawn again (the object count and categories are kept, so counts stay
+//! uniform). Crowded scenes therefore get somewhat smaller objects than the uniform size range. The random stream depends only on
 //! (seed, index), so scene `index` of a run is the same whatever else is generated.
 
 use crate::caption::make_caption;
@@ -174,8 +174,8 @@ impl Scene {
     pub fn generate(seed: u64, index: u64, cfg: &WorldConfig) -> Result<Scene> {
         cfg.validate().context("invalid world config")?;
         let mut rng = SplitMix64::for_item(seed, index);
+        let categories = draw_categories(&mut rng, cfg);
         for _ in 0..MAX_LAYOUT_RESTARTS {
-            let categories = draw_categories(&mut rng, cfg);
             let Some(boxes) = place_boxes(&mut rng, cfg, categories.len()) else {
                 continue;
             };
@@ -206,10 +206,9 @@ impl Scene {
             });
         }
         bail!(
-            "could not place {}-{} objects of {}-{} px in a {} px image with gap {} \
+            "could not place {} objects of {}-{} px in a {} px image with gap {} \
              after {MAX_LAYOUT_RESTARTS} layouts (seed {seed}, index {index})",
-            cfg.min_objects,
-            cfg.max_objects,
+            categories.len(),
             cfg.min_object_size,
             cfg.max_object_size,
             cfg.size,
