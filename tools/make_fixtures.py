@@ -724,11 +724,18 @@ def make_sd15():
     keys = sorted(state)
     check(all(k.isascii() for k in keys), "non-ASCII key: Python and Rust orders could differ")
     check(keys == sorted(keys, key=lambda s: s.encode()), "byte order differs from string order")
-    new = {}
-    for k, key in enumerate(keys):
-        new[key] = seed_rule_weight(k, key, tuple(state[key].shape))
-    unet.load_state_dict(new, strict=True)
-    del new, state
+    check(set(keys) == {n for n, _ in unet.named_parameters()}, "state_dict is not just the parameters")
+    shapes = [[key, list(state[key].shape)] for key in keys]
+    with torch.no_grad():
+        # state_dict tensors share storage with the parameters: overwrite in place (3.4 GB once).
+        for k, key in enumerate(keys):
+            state[key].copy_(seed_rule_weight(k, key, tuple(state[key].shape)))
+    # A few rebuilt values per rule, to debug a reimplementation key by key.
+    samples = []
+    for k in sorted({0, 1, len(keys) - 1} | {keys.index(x) for x in ("conv_in.weight", "conv_norm_out.weight", "time_embedding.linear_1.weight")}):
+        flat = state[keys[k]].reshape(-1)
+        samples.append({"k": k, "key": keys[k], "first": [float(v) for v in flat[:4]], "sum_f64": float(flat.double().sum())})
+    del state
     print(f"  {len(keys)} tensors, {sum(p.numel() for p in unet.parameters())} parameters")
 
     in_sample = torch.randn((1, 4, 32, 32), generator=gen(7))
@@ -772,6 +779,8 @@ def make_sd15():
             "probe_path": SD15_PROBE,
             "probe_probs": "softmax probabilities at probe_path, batch row 1, averaged over heads",
             "heads": heads,
+            "samples": samples,
+            "keys": shapes,
         },
     )
 
