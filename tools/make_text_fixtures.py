@@ -165,7 +165,12 @@ TOKENIZER_PROMPTS = [
     "street lamps, traffic lights, reflections on wet asphalt, cinematic lighting, 8k, highly detailed",
     "¿Qué tal? ¡Muy bien! «quoted» „German“ ‘single’ “double” — dash – en",
     "MiXeD CaSe WoRdS and CamelCaseWord and snake_case_word",
+    "ΣΟΦΟΣ ΟΔΟΣ and İstanbul",
+    "uppercase <|ENDOFTEXT|> special and !!! bangs!",
 ]
+
+# The tokenizer.json fixture uses a cut-down vocabulary (the first merges only) to stay small.
+JSON_FIXTURE_MERGES = 3000
 
 
 def make_tokenizer_fixtures():
@@ -185,15 +190,45 @@ def make_tokenizer_fixtures():
                       "plain": tok1(text, add_special_tokens=False).input_ids})
     with open(os.path.join(FIXTURES, "tokenizer_cases.json"), "w", encoding="utf-8") as f:
         json.dump(cases, f, ensure_ascii=False, indent=1)
-    # transformers 5.x save_pretrained writes tokenizer.json + tokenizer_config.json only.
+    make_tokenizer_json_fixture()
+
+
+def make_tokenizer_json_fixture():
+    """transformers 5.x save_pretrained writes tokenizer.json + tokenizer_config.json only."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = build_clip_vocab()
+    merges = merges[:JSON_FIXTURE_MERGES]
+    small = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])][:512]
+    small += ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    small_vocab = {t: i for i, t in enumerate(small)}
     dest = os.path.join(FIXTURES, "clip-tokenizer-json")
     with tempfile.TemporaryDirectory() as tmp:
-        tok2.save_pretrained(tmp)
+        src = os.path.join(tmp, "src")
+        os.makedirs(src)
+        with open(os.path.join(src, "vocab.json"), "w", encoding="utf-8") as f:
+            json.dump(small_vocab, f, ensure_ascii=False)
+        with open(os.path.join(src, "merges.txt"), "w", encoding="utf-8") as f:
+            f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+        tok = CLIPTokenizer.from_pretrained(src, pad_token="!", model_max_length=32)
+        out = os.path.join(tmp, "out")
+        tok.save_pretrained(out)
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.makedirs(dest)
-        for name in sorted(os.listdir(tmp)):
-            shutil.copy(os.path.join(tmp, name), dest)
+        names = sorted(os.listdir(out))
+        assert "vocab.json" not in names and "tokenizer.json" in names, names
+        for name in names:
+            with open(os.path.join(out, name), encoding="utf-8") as f:
+                data = json.load(f)
+            with open(os.path.join(dest, name), "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False, separators=(",", ":"))
+        tok = CLIPTokenizer.from_pretrained(dest)
+        assert tok.pad_token == "!" and tok.model_max_length == 32
+        kw = dict(padding="max_length", max_length=32, truncation=True)
+        cases = [{"text": t, "ids": tok(t, **kw).input_ids} for t in TOKENIZER_PROMPTS]
+        with open(os.path.join(dest, "cases.json"), "w", encoding="utf-8") as f:
+            json.dump(cases, f, ensure_ascii=False, indent=0)
     print("tokenizer fixtures written:", sorted(os.listdir(dest)))
 
 
