@@ -135,7 +135,7 @@ impl TorchGenerator {
         for block in data.chunks_exact_mut(16) {
             box_muller_16(block);
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = &mut data[n - 16..];
             for v in tail.iter_mut() {
                 *v = self.uniform_f32();
@@ -174,6 +174,8 @@ fn box_muller_16(data: &mut [f32]) {
 
 /// Single-lane versions of `avx_mathfun.h`'s `log256_ps` and `sincos256_ps`, with the FMA
 /// contractions GCC applies to them (`a * b + c` computed with one rounding).
+// The constants are written exactly as in the C source and rounded to f32 the same way.
+#[allow(clippy::excessive_precision, clippy::approx_constant)]
 mod cephes {
     const SQRTHF: f32 = 0.707_106_781_186_547_524_f64 as f32;
     const LOG_P: [f32; 9] = [
@@ -258,10 +260,12 @@ mod cephes {
         s *= z;
         s = s.mul_add(x, x);
 
+        // The masked selection of the C code: each result is `selected + 0.0` (finite inputs,
+        // so the unselected lane is exactly +0), which also turns -0 into +0.
         let (sin, cos) = if use_sin_poly {
-            (0.0 + s, (c - 0.0) + (s - s))
+            (0.0 + s, c + 0.0)
         } else {
-            (c + 0.0, (c - c) + (s - 0.0))
+            (c + 0.0, 0.0 + s)
         };
         (
             f32::from_bits(sin.to_bits() ^ sign_sin),

@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use unicode_normalization::UnicodeNormalization;
 
 /// CLIP's pre-tokenisation pattern (applied to normalised, lower-cased text).
-const SPLIT_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 /// The byte-level pre-tokeniser's GPT-2 pattern, which tokenizers applies again to each CLIP
 /// piece (pieces hold no whitespace, so its space alternatives are left out). It only changes
 /// a literal special token that was not matched as one, e.g. `<|ENDOFTEXT|>` -> `<|`, `endoftext`, `|>`.
@@ -230,7 +231,10 @@ impl ClipTokenizer {
             let mut i = 0;
             while i < symbols.len() {
                 if i + 1 < symbols.len()
-                    && self.ranks.get(&(symbols[i].clone(), symbols[i + 1].clone())) == Some(&best)
+                    && self
+                        .ranks
+                        .get(&(symbols[i].clone(), symbols[i + 1].clone()))
+                        == Some(&best)
                 {
                     merged.push(format!("{}{}", symbols[i], symbols[i + 1]));
                     i += 2;
@@ -338,7 +342,10 @@ fn parse_merges_txt(text: &str, what: &str) -> Result<Vec<(String, String)>> {
             (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty() => {
                 merges.push((a.to_string(), b.to_string()))
             }
-            _ => bail!("{what}: line {} is not a merge `left right`: {line:?}", i + 1),
+            _ => bail!(
+                "{what}: line {} is not a merge `left right`: {line:?}",
+                i + 1
+            ),
         }
     }
     Ok(merges)
@@ -362,7 +369,9 @@ fn parse_tokenizer_json(json: &Value, what: &str) -> Result<JsonModel> {
     }
     if let Some(suffix) = model.get("end_of_word_suffix").and_then(Value::as_str) {
         if suffix != WORD_END {
-            bail!("{what}: end_of_word_suffix `{suffix}` is not `{WORD_END}` (not a CLIP tokenizer)");
+            bail!(
+                "{what}: end_of_word_suffix `{suffix}` is not `{WORD_END}` (not a CLIP tokenizer)"
+            );
         }
     }
     let vocab = parse_vocab(
@@ -450,13 +459,20 @@ impl TokenizerFiles {
                 _ => None,
             }
         };
-        from(&self.special_map).or_else(|| from(&self.config)).or_else(|| {
-            (name == "pad_token")
-                .then(|| self.tokenizer_json.as_ref()?.get("padding")?.get("pad_token"))
-                .flatten()
-                .and_then(Value::as_str)
-                .map(|s| (s.to_string(), None))
-        })
+        from(&self.special_map)
+            .or_else(|| from(&self.config))
+            .or_else(|| {
+                (name == "pad_token")
+                    .then(|| {
+                        self.tokenizer_json
+                            .as_ref()?
+                            .get("padding")?
+                            .get("pad_token")
+                    })
+                    .flatten()
+                    .and_then(Value::as_str)
+                    .map(|s| (s.to_string(), None))
+            })
     }
 
     /// `model_max_length` of tokenizer_config.json; 77 when absent or set to transformers'

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> HashMap<String, Tensor> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     candle_core::safetensors::load(&path, &Device::Cpu).unwrap()
 }
 
@@ -49,9 +51,17 @@ fn randn_matches_torch_for_every_seed_and_shape() {
 fn consecutive_draws_continue_the_torch_stream() {
     let refs = fixture("randn_stream.safetensors");
     let mut g = TorchGenerator::manual_seed(7);
-    for (key, n) in [("draw0_1x4x8x8", 256), ("draw1_5", 5), ("draw2_3", 3), ("draw3_20", 20)] {
+    for (key, n) in [
+        ("draw0_1x4x8x8", 256),
+        ("draw1_5", 5),
+        ("draw2_3", 3),
+        ("draw3_20", 20),
+    ] {
         let (max, differing) = compare(&g.randn_vec(n), &flat(&refs[key]));
-        assert!(max <= 1e-6 && differing == 0, "{key}: max {max}, {differing} differ");
+        assert!(
+            max <= 1e-6 && differing == 0,
+            "{key}: max {max}, {differing} differ"
+        );
     }
 }
 

@@ -58,9 +58,21 @@ fn awkward_prompts_match_transformers() {
     assert!(all.len() >= 25);
     for case in &all {
         let text = case["text"].as_str().unwrap();
-        assert_eq!(sd1.encode(text).unwrap(), ids(&case["ids_sd1"]), "sd1: {text:?}");
-        assert_eq!(sd2.encode(text).unwrap(), ids(&case["ids_sd2"]), "sd2: {text:?}");
-        assert_eq!(sd1.encode_plain(text).unwrap(), ids(&case["plain"]), "plain: {text:?}");
+        assert_eq!(
+            sd1.encode(text).unwrap(),
+            ids(&case["ids_sd1"]),
+            "sd1: {text:?}"
+        );
+        assert_eq!(
+            sd2.encode(text).unwrap(),
+            ids(&case["ids_sd2"]),
+            "sd2: {text:?}"
+        );
+        assert_eq!(
+            sd1.encode_plain(text).unwrap(),
+            ids(&case["plain"]),
+            "plain: {text:?}"
+        );
     }
 }
 
@@ -84,11 +96,21 @@ fn tokenizer_json_folder_as_transformers_5_saves_it() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| Value::String(format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap())))
+        .map(|p| {
+            Value::String(format!(
+                "{} {}",
+                p[0].as_str().unwrap(),
+                p[1].as_str().unwrap()
+            ))
+        })
         .collect();
     json["model"]["merges"] = Value::Array(merges);
     std::fs::write(tmp.path().join("tokenizer.json"), json.to_string()).unwrap();
-    std::fs::copy(dir.join("tokenizer_config.json"), tmp.path().join("tokenizer_config.json")).unwrap();
+    std::fs::copy(
+        dir.join("tokenizer_config.json"),
+        tmp.path().join("tokenizer_config.json"),
+    )
+    .unwrap();
     let tok2 = ClipTokenizer::from_dir(tmp.path()).unwrap();
     for case in &all {
         let text = case["text"].as_str().unwrap();
@@ -107,20 +129,32 @@ fn token_positions_find_the_phrase() {
     assert_eq!(tok.token_positions(&prompt, ""), None);
     // A phrase pushed past the 77-token window is not found.
     let long = format!("{} zebra", "cat ".repeat(80));
-    assert_eq!(tok.token_positions(&tok.encode(&long).unwrap(), "zebra"), None);
+    assert_eq!(
+        tok.token_positions(&tok.encode(&long).unwrap(), "zebra"),
+        None
+    );
 }
 
 #[test]
 fn bad_folders_give_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let err = ClipTokenizer::from_dir(&tmp.path().join("nope")).err().unwrap();
+    let err = ClipTokenizer::from_dir(&tmp.path().join("nope"))
+        .err()
+        .unwrap();
     assert!(format!("{err:#}").contains("does not exist"), "{err:#}");
     let err = ClipTokenizer::from_dir(tmp.path()).err().unwrap();
     assert!(format!("{err:#}").contains("vocab.json"), "{err:#}");
     std::fs::write(tmp.path().join("vocab.json"), "{\"a\": 0,").unwrap();
     let err = ClipTokenizer::from_dir(tmp.path()).err().unwrap();
-    assert!(format!("{err:#}").contains("vocab.json: malformed JSON"), "{err:#}");
-    std::fs::write(tmp.path().join("vocab.json"), r#"{"a</w>": 0, "<|endoftext|>": 1, "<|startoftext|>": 2}"#).unwrap();
+    assert!(
+        format!("{err:#}").contains("vocab.json: malformed JSON"),
+        "{err:#}"
+    );
+    std::fs::write(
+        tmp.path().join("vocab.json"),
+        r#"{"a</w>": 0, "<|endoftext|>": 1, "<|startoftext|>": 2}"#,
+    )
+    .unwrap();
     let err = ClipTokenizer::from_dir(tmp.path()).err().unwrap();
     assert!(format!("{err:#}").contains("merges.txt"), "{err:#}");
     std::fs::write(tmp.path().join("merges.txt"), "#version: 0.2\na b c\n").unwrap();
@@ -130,11 +164,19 @@ fn bad_folders_give_clear_errors() {
     let err = ClipTokenizer::from_dir(tmp.path()).err().unwrap();
     assert!(format!("{err:#}").contains("`ab`"), "{err:#}");
     std::fs::write(tmp.path().join("merges.txt"), "").unwrap();
-    std::fs::write(tmp.path().join("special_tokens_map.json"), r#"{"pad_token": "!"}"#).unwrap();
+    std::fs::write(
+        tmp.path().join("special_tokens_map.json"),
+        r#"{"pad_token": "!"}"#,
+    )
+    .unwrap();
     let err = ClipTokenizer::from_dir(tmp.path()).err().unwrap();
     assert!(format!("{err:#}").contains("pad_token `!`"), "{err:#}");
     std::fs::write(tmp.path().join("special_tokens_map.json"), "{}").unwrap();
-    std::fs::write(tmp.path().join("tokenizer_config.json"), r#"{"model_max_length": "x"}"#).unwrap();
+    std::fs::write(
+        tmp.path().join("tokenizer_config.json"),
+        r#"{"model_max_length": "x"}"#,
+    )
+    .unwrap();
     let err = ClipTokenizer::from_dir(tmp.path()).err().unwrap();
     assert!(format!("{err:#}").contains("model_max_length"), "{err:#}");
 }
