@@ -8,7 +8,8 @@
 //!   elements are drawn again and transformed again. On x86 with AVX2/AVX-512 (every machine
 //!   diffusers is realistically run on) ATen uses the Cephes-style `log256_ps`/`sincos256_ps`
 //!   polynomials of `avx_mathfun.h` compiled with FMA contraction; we evaluate the same
-//!   polynomials lane by lane with the same fused operations.
+//!   polynomials lane by lane with the same fused operations. (torch builds without AVX2, e.g.
+//!   on ARM, use libm instead and differ from these values by up to ~2e-6.)
 //! - `numel < 16`: per element, `normal_distribution<double>` (53-bit uniforms, Box-Muller with
 //!   `log1p`, the sine half cached on the generator for the next draw, even across calls).
 use candle_core::{Device, Result, Tensor};
