@@ -236,6 +236,13 @@ pub enum LayoutWarning {
     /// The object's category does not occur in the prompt, so the prompt will not steer the
     /// object and its tickets may not match what the model draws there.
     CategoryNotInPrompt { object: usize, category: String },
+    /// Smaller (or equal, earlier) boxes took every grid cell the object's box claims, so the
+    /// object gets no cells and no tickets.
+    NoCells {
+        object: usize,
+        rows: usize,
+        cols: usize,
+    },
 }
 
 impl fmt::Display for LayoutWarning {
@@ -244,6 +251,11 @@ impl fmt::Display for LayoutWarning {
             LayoutWarning::CategoryNotInPrompt { object, category } => write!(
                 f,
                 "objects[{object}].category: \"{category}\" is not named in the prompt"
+            ),
+            LayoutWarning::NoCells { object, rows, cols } => write!(
+                f,
+                "objects[{object}].bbox: gets no cell of the {rows}x{cols} grid (smaller boxes \
+                 cover every cell it would take); enlarge or move it"
             ),
         }
     }

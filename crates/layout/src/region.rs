@@ -1,6 +1,7 @@
 //! Which object owns which grid cell once overlaps are resolved (see the crate docs).
 
 use crate::bbox::BBox;
+use crate::error::LayoutWarning;
 use crate::grid::{Cell, CellRect, Grid};
 
 /// The assignment of grid cells to objects: per cell its owner (or background), per object its
@@ -14,6 +15,13 @@ pub struct RegionMap {
     cells: Vec<Vec<Cell>>,
     /// Per object, the cells its box claims before overlap resolution.
     claims: Vec<CellRect>,
+}
+
+impl std::fmt::Display for RegionMap {
+    /// The picture of [`RegionMap::to_ascii`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_ascii())
+    }
 }
 
 impl RegionMap {
@@ -94,6 +102,18 @@ impl RegionMap {
             .collect()
     }
 
+    /// A [`LayoutWarning::NoCells`] for each object in [`RegionMap::unplaced`].
+    pub fn warnings(&self) -> Vec<LayoutWarning> {
+        self.unplaced()
+            .into_iter()
+            .map(|object| LayoutWarning::NoCells {
+                object,
+                rows: self.grid.rows(),
+                cols: self.grid.cols(),
+            })
+            .collect()
+    }
+
     /// One line per grid row, one character per cell: `.` for background, objects as `0-9`,
     /// then `a-z`, then `A-Z`, and `*` beyond 62 objects. For tests, logs and quick looks.
     pub fn to_ascii(&self) -> String {
@@ -146,6 +166,7 @@ mod tests {
         assert_eq!(m.owner(Cell { row: 7, col: 5 }), Some(0));
         assert_eq!(m.owner(Cell { row: 7, col: 6 }), None);
         assert!(m.unplaced().is_empty());
+        assert!(m.warnings().is_empty());
     }
 
     #[test]
@@ -219,6 +240,10 @@ mod tests {
         assert_eq!(m.unplaced(), vec![1]);
         assert!(m.object_cells(1).is_empty());
         assert_eq!(m.claimed_cells(1).len(), 4);
+        assert_eq!(
+            m.warnings().iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+            vec!["objects[1].bbox: gets no cell of the 4x4 grid (smaller boxes cover every cell it would take); enlarge or move it"]
+        );
     }
 
     #[test]
