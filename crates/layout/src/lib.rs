@@ -21,7 +21,7 @@
 //! its line. A category the prompt does not name is only a warning ([`Layout::warnings`]):
 //! whole words, case-insensitive, plural `s`/`es` allowed on the last word.
 //!
-//! Other formats ([`import`]): GLIGEN-style `phrases` + normalised `boxes`, and pixel xywh
+//! Other formats ([`mod@import`]): GLIGEN-style `phrases` + normalised `boxes`, and pixel xywh
 //! (COCO `bbox`, InstanceDiffusion `annos`). A category missing from the source is derived from
 //! the phrase by [`derive_category`]: the longest name of a given vocabulary (e.g. the COCO
 //! names) that the phrase contains, otherwise the phrase's last word ("a brown dog" -> "dog").
