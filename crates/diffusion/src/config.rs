@@ -582,7 +582,7 @@ impl UNetConfig {
         self.down_blocks()?;
         let groups = self.norm_num_groups.unwrap_or(32);
         for &c in &self.block_out_channels {
-            if c % groups != 0 {
+            if !c.is_multiple_of(groups) {
                 bail!(
                     "{what}: block_out_channels {c} is not divisible by norm_num_groups {groups}"
                 );
@@ -815,7 +815,7 @@ impl TextEncoderConfig {
             "hidden_act",
             &self.hidden_act,
         )?;
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             bail!(
                 "{what}: hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size,
@@ -948,7 +948,7 @@ impl VaeConfig {
             &self.latents_std,
         )?;
         for &c in &self.block_out_channels {
-            if c % self.norm_num_groups != 0 {
+            if !c.is_multiple_of(self.norm_num_groups) {
                 bail!(
                     "{what}: block_out_channels {c} is not divisible by norm_num_groups {}",
                     self.norm_num_groups
