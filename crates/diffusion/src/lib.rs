@@ -4,6 +4,7 @@
 pub mod config;
 pub mod controller;
 pub mod loading;
+pub mod nn;
 pub mod noise;
 pub mod pipeline;
 pub mod schedulers;
