@@ -9,7 +9,7 @@ use candle_core::{DType, Result, Tensor, D};
 /// `[b, n, heads * d]` -> `[b, heads, n, d]` (contiguous).
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (b, n, c) = x.dims3()?;
-    if heads == 0 || c % heads != 0 {
+    if heads == 0 || !c.is_multiple_of(heads) {
         candle_core::bail!("attention: {c} channels cannot be split into {heads} heads");
     }
     x.reshape((b, n, heads, c / heads))?
