@@ -57,12 +57,18 @@ pub struct ForwardOptions<'a> {
     /// Per batch row: is it a conditional row? Default: all rows conditional.
     pub conditional_rows: Option<Vec<bool>>,
     /// Stop right after the attention layer with this path (or the last attention layer under this
-    /// path prefix) and return `UNetOutput::Stopped`.
+    /// path prefix) and return `UNetOutput::Stopped`. The layer's probabilities still reach the
+    /// controller when it wants the layer; its output (`probs @ V`) and everything after it is
+    /// never computed. An unknown path is an error that lists valid ones.
     pub stop_after: Option<&'a str>,
 }
 
+/// The result of [`UNet2DConditionModel::forward_with`].
+#[derive(Debug)]
 pub enum UNetOutput {
+    /// The model output (noise, v or sample prediction), shaped like the input sample.
     Full(Tensor),
+    /// The pass ended at `stop_after`; what was wanted went to the controller.
     Stopped,
 }
 

@@ -78,13 +78,14 @@ impl Attention {
         let kv_in = context.unwrap_or(x);
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(kv_in)?;
-        let v = self.to_v.forward(kv_in)?;
         let out = match controller {
-            None => attention::attend(&q, &k, &v, self.heads, self.upcast)?,
+            None => {
+                let v = self.to_v.forward(kv_in)?;
+                attention::attend(&q, &k, &v, self.heads, self.upcast)?
+            }
             Some(c) => {
                 let q = attention::split_heads(&q, self.heads)?;
                 let k = attention::split_heads(&k, self.heads)?;
-                let v = attention::split_heads(&v, self.heads)?;
                 let scale = 1.0 / ((q.dim(3)?) as f64).sqrt();
                 let logits = attention::logits(&q, &k, scale, self.upcast)?;
                 let logits = c.edit_logits(&site, logits)?;
@@ -92,6 +93,7 @@ impl Attention {
                 if stop_here {
                     return Ok(None);
                 }
+                let v = attention::split_heads(&self.to_v.forward(kv_in)?, self.heads)?;
                 attention::merge_heads(&attention::weighted_values(&probs, &v)?)?
             }
         };
