@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod controller;
 pub mod loading;
+pub mod nn;
 pub mod noise;
 pub mod pipeline;
 pub mod random_weights;
