@@ -42,9 +42,8 @@ impl PatternCache {
         key: (usize, usize, usize),
         build: impl FnOnce() -> Result<Pattern>,
     ) -> Result<&Pattern> {
-        if !self.0.contains_key(&key) {
-            let p = build()?;
-            self.0.insert(key, p);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.0.entry(key) {
+            e.insert(build()?);
         }
         Ok(&self.0[&key])
     }

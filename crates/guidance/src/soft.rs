@@ -262,16 +262,20 @@ mod tests {
     #[test]
     fn bad_configs_are_refused() {
         let o = vec![GuidedObject::new(vec![1], BBox::from([0.0, 0.0, 0.5, 0.5]))];
-        let mut c = SoftConfig::default();
-        c.weight = f64::NAN;
+        let c = SoftConfig {
+            weight: f64::NAN,
+            ..SoftConfig::default()
+        };
         assert!(Soft::new(o.clone(), c).is_err());
         let c = SoftConfig::for_steps(0);
         assert!(Soft::new(o.clone(), c)
             .unwrap_err()
             .to_string()
             .contains("total_steps"));
-        let mut c = SoftConfig::default();
-        c.bump = Some(0.0);
+        let c = SoftConfig {
+            bump: Some(0.0),
+            ..SoftConfig::default()
+        };
         assert!(Soft::new(o.clone(), c).is_err());
         let e = Soft::new(
             vec![GuidedObject::new(vec![], BBox::from([0.0, 0.0, 0.5, 0.5]))],
