@@ -36,7 +36,7 @@ pub mod soft;
 pub use bias::FORBIDDEN_LOGIT;
 pub use filter::LayerFilter;
 pub use noise_levels::NoiseLevels;
-pub use object::GuidedObject;
+pub use object::{objects_in_prompt, GuidedObject};
 pub use paint::{Paint, PaintConfig, PAINT_DEFAULT_WEIGHT};
 pub use soft::{
     soft_schedule, Soft, SoftConfig, SOFT_DEFAULT_BUMP, SOFT_DEFAULT_WEIGHT, SOFT_SCHEDULE_START,

@@ -11,6 +11,10 @@
 //! ([`crate::mask::box_mask`] at the layer's resolution), `max(L)` over all heads, queries and
 //! keys of that row. Unconditional rows are untouched.
 //!
+//! eDiffi writes it in unscaled scores, `softmax((QK^T + W) / sqrt(d))` with
+//! `W = w * ln(1 + sigma) * max(QK^T) * A`; dividing through by `sqrt(d)` gives the formula above
+//! on our scaled logits, with the same `w` (a positive scale commutes with `max`).
+//!
 //! Agreement with the reference implementation (cloneofsimo/paint-with-words-sd,
 //! `paint_with_words.py`): it adds `0.1 * strength * ln(1 + sigma) * max(QK^T)` to the
 //! *unscaled* scores before multiplying by `1/sqrt(d)`; as `max` commutes with a positive scale,
