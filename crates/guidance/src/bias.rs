@@ -86,9 +86,8 @@ pub(crate) fn row_maxima(logits: &Tensor) -> Result<Vec<f32>> {
 
 /// `logits + strength * max_b * pattern.add` on conditional rows `b`, then the forbidden cells
 /// of conditional rows set to [`FORBIDDEN_LOGIT`]. `strength == 0` returns the logits untouched.
-/// As in both reference implementations the row maximum is used as it is: were it negative, the
-/// edit would lower the object's logits (in SD the maximum, usually at the start token, is
-/// positive).
+/// As in both reference implementations the row maximum is used as it is, sign included: were
+/// it negative, the edit would lower the object's logits.
 pub(crate) fn apply(
     logits: Tensor,
     site: &AttentionSite,

@@ -468,3 +468,50 @@ fn token_positions_beyond_the_text_are_a_clear_error() {
         .to_string();
     assert!(e.contains("soft: object 0 token position 80"), "{e}");
 }
+
+#[test]
+fn half_precision_logits_are_edited_in_their_dtype() {
+    let logits = Tensor::randn(0f32, 1.0, (2, 2, 16, 8), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F16)
+        .unwrap();
+    let site = AttentionSite {
+        path: "mid_block.attentions.0.transformer_blocks.0.attn2",
+        place: semi_diffusion::controller::Place::Mid,
+        kind: AttentionKind::CrossAttention,
+        height: 4,
+        width: 4,
+        heads: 2,
+        step: 0,
+        timestep: 500.0,
+        conditional_rows: &ROWS,
+    };
+    let objects = vec![GuidedObject::new(
+        vec![1],
+        BBox::new(0.0, 0.0, 0.25, 0.25).unwrap(),
+    )];
+    let mut config = SoftConfig::for_steps(10);
+    config.forbid_outside = true;
+    let mut soft = Soft::new(objects, config).unwrap();
+    let out = soft.edit_logits(&site, logits.clone()).unwrap();
+    assert_eq!(out.dtype(), DType::F16);
+    let out = out.to_dtype(DType::F32).unwrap();
+    let before = logits.to_dtype(DType::F32).unwrap();
+    let at = |t: &Tensor, b: usize, q: usize, k: usize| {
+        t.get(b)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(q)
+            .unwrap()
+            .get(k)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    // Grown box: cells (0..2, 0..2) of 4 x 4, i.e. queries 0, 1, 4, 5; query 10 is outside.
+    assert_eq!(at(&out, 1, 10, 1) as f64, FORBIDDEN_LOGIT);
+    assert!(at(&out, 1, 5, 1) > at(&before, 1, 5, 1));
+    assert_eq!(at(&out, 0, 10, 1), at(&before, 0, 10, 1));
+    assert_eq!(at(&out, 1, 10, 2), at(&before, 1, 10, 2));
+}
