@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod image;
 pub mod loading;
 pub mod noise;
 pub mod pipeline;

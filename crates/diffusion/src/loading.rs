@@ -427,6 +427,22 @@ impl ModelFiles {
         self.vae.as_ref().map_or(1, |v| v.config.scale_factor())
     }
 
+    /// Image sizes must be multiples of this: the VAE scale times the UNet's downsampling.
+    pub fn size_multiple(&self) -> usize {
+        self.vae_scale_factor() * self.unet.config.downsampling_factor()
+    }
+
+    /// diffusers' default image size `unet.sample_size * vae scale factor`, as (height, width).
+    pub fn default_size(&self) -> Option<(usize, usize)> {
+        crate::pipeline::default_size(&self.unet.config, self.vae_scale_factor())
+    }
+
+    /// The latent shape `[1, C, H/s, W/s]` of an image size.
+    pub fn latent_shape(&self, height: usize, width: usize) -> Vec<usize> {
+        let s = self.vae_scale_factor();
+        vec![1, self.unet.config.in_channels, height / s, width / s]
+    }
+
     /// A stable identity of everything the ticket probe depends on: the configs and weights of
     /// the UNet and text encoder, the tokenizer files and the scheduler config (see [`fingerprint`]).
     pub fn fingerprint(&self) -> Result<String> {
