@@ -60,7 +60,7 @@ fn safetensors_bytes(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
     .to_string();
     let mut header = header.into_bytes();
     // The data section starts 8-byte aligned, as the reference implementation writes it.
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + header.len() + data.len() * 4);
@@ -81,7 +81,7 @@ pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
     // magic(6) + version(2) + len(2) + header + '\n' is a multiple of 64.
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

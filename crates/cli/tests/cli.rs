@@ -167,7 +167,7 @@ fn bad_sizes_and_latents_are_caught_before_loading() {
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header =
         "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 4, 4), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -316,7 +316,7 @@ fn end_to_end_on_tiny_sd1() {
     let mut npy = b"\x93NUMPY\x01\x00".to_vec();
     let mut header =
         "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 4, 32, 32), }".to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -479,9 +479,11 @@ pub fn var_builder(
 // ---------------------------------------------------------------------------------------------
 // Fingerprint
 
-/// Per-file digests already computed in this process, keyed by (canonical path, size, mtime).
-static DIGESTS: Mutex<Option<HashMap<(PathBuf, u64, std::time::SystemTime), String>>> =
-    Mutex::new(None);
+/// (canonical path, size, mtime): a file's digest is reused while these stay the same.
+type DigestKey = (PathBuf, u64, std::time::SystemTime);
+
+/// Per-file digests already computed in this process.
+static DIGESTS: Mutex<Option<HashMap<DigestKey, String>>> = Mutex::new(None);
 
 /// The sha256 of one file, hex. Hugging Face cache blobs of LFS files are named by their sha256,
 /// so a file that resolves to `.../blobs/<64 hex>` is not read at all; others are streamed once

@@ -59,7 +59,7 @@ impl GenerateRequest {
             bail!("the prompt is empty");
         }
         for (what, v) in [("height", self.height), ("width", self.width)] {
-            if v == 0 || v % size_multiple != 0 {
+            if v == 0 || !v.is_multiple_of(size_multiple) {
                 bail!("{what} {v} must be a positive multiple of {size_multiple} for this model");
             }
         }
