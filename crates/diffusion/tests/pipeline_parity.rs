@@ -157,3 +157,51 @@ fn given_latents_and_determinism() {
         .unwrap();
     assert!(err.to_string().contains("stopped by the caller"));
 }
+
+/// eta > 0, no guidance, a negative prompt and explicit latents against diffusers
+/// (fixtures from tools/make_pipeline_fixtures.py).
+#[test]
+fn request_features_match_diffusers() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let runs: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("pipeline/tiny-sd1-runs.json")).unwrap(),
+    )
+    .unwrap();
+    let tensors = candle_core::safetensors::load(
+        root.join("pipeline/tiny-sd1-runs.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let sd = StableDiffusion::load(
+        &root.join("tiny-sd1"),
+        &Device::Cpu,
+        DType::F32,
+        Variant::Full,
+    )
+    .unwrap();
+    for run in runs["runs"].as_array().unwrap() {
+        let name = run["name"].as_str().unwrap();
+        let mut req = GenerateRequest::new(
+            run["prompt"].as_str().unwrap(),
+            run["height"].as_u64().unwrap() as usize,
+            run["width"].as_u64().unwrap() as usize,
+        );
+        req.negative_prompt = run["negative_prompt"].as_str().unwrap().to_string();
+        req.seed = run["seed"].as_u64().unwrap();
+        req.steps = run["steps"].as_u64().unwrap() as usize;
+        req.guidance_scale = run["guidance"].as_f64().unwrap();
+        req.eta = run["eta"].as_f64().unwrap();
+        req.latents = tensors.get(&format!("{name}/latents_in")).cloned();
+        let out = sd.generate(&req, None, &mut |_| Ok(())).unwrap();
+        let want_t: Vec<f64> = run["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap() as f64)
+            .collect();
+        assert_eq!(out.timesteps, want_t, "{name}");
+        let err = rel_l2(&out.latents, &tensors[&format!("{name}/final_latents")]);
+        eprintln!("{name}: final latents rel err {err:.2e}");
+        assert!(err < 1e-4, "{name}: final latents differ ({err:e})");
+    }
+}
