@@ -52,10 +52,18 @@ fn main() {
             | clap::error::ErrorKind::DisplayVersion
             | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
             _ => {
+                // clap's message spans several lines (details, tips, usage): keep everything
+                // before the usage block, on one line.
                 let text = e.render().to_string();
-                let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                let line = line.strip_prefix("error: ").unwrap_or(line);
-                eprintln!("error: {line} (see `semi --help`)");
+                let msg = text
+                    .lines()
+                    .take_while(|l| !l.starts_with("Usage:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+                eprintln!("error: {msg} (see `semi --help`)");
                 std::process::exit(1);
             }
         },
