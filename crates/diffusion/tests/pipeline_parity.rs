@@ -202,3 +202,29 @@ fn request_features_match_diffusers() {
         assert!(err < 1e-4, "{name}: final latents differ ({err:e})");
     }
 }
+
+/// The controller is called at every step with the conditional half marked, and it does not
+/// change the result when it only records.
+#[test]
+fn controller_sees_each_step_and_the_conditional_half() {
+    use semi_diffusion::controller::AttentionRecorder;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd1");
+    let sd = StableDiffusion::load(&dir, &Device::Cpu, DType::F32, Variant::Full).unwrap();
+    let mut req = GenerateRequest::new("a photo of a dog and a car", 32, 32);
+    req.steps = 2;
+    let plain = sd.generate(&req, None, &mut |_| Ok(())).unwrap();
+    for guidance in [7.5, 1.0] {
+        req.guidance_scale = guidance;
+        let mut rec = AttentionRecorder::default();
+        let out = sd.generate(&req, Some(&mut rec), &mut |_| Ok(())).unwrap();
+        assert!(!rec.records.is_empty());
+        let steps: std::collections::BTreeSet<usize> =
+            rec.records.iter().map(|(_, s, _)| *s).collect();
+        assert_eq!(steps.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+        // One conditional row per record, with or without the unconditional half.
+        assert!(rec.records.iter().all(|(_, _, t)| t.dims()[0] == 1));
+        if guidance > 1.0 {
+            assert!(rel_l2(&out.latents, &plain.latents) < 1e-6);
+        }
+    }
+}
