@@ -5,7 +5,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use semi_diffusion::image::{save_png, ImageParams};
+use semi_diffusion::image::{save_png, save_sidecar, ImageParams};
 use semi_diffusion::loading::{resolve_model, ModelFiles, Variant};
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
 use std::path::{Path, PathBuf};
@@ -186,7 +186,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         extra: Default::default(),
     };
     save_png(&args.out, &out.image, &params)?;
-    println!("wrote {}", args.out.display());
+    let sidecar = save_sidecar(&args.out, &params)?;
+    println!("wrote {} and {}", args.out.display(), sidecar.display());
     if let Some(p) = &args.save_latents {
         write_latents(p, &out.latents)?;
         println!("wrote {}", p.display());

@@ -274,6 +274,10 @@ fn end_to_end_on_tiny_sd1() {
     let img = semi_diffusion::image::load_png(&png).unwrap();
     assert_eq!((img.width, img.height), (64, 64));
     let params = img.params().unwrap().unwrap();
+    let sidecar: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.json")).unwrap())
+            .unwrap();
+    assert_eq!(sidecar["seed"], 42);
     assert_eq!(
         (params.seed, params.steps, params.prompt.as_str()),
         (42, 4, "a photo of a dog and a car")

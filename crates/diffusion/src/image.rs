@@ -3,7 +3,7 @@
 //! Pixels are quantised as diffusers does (`(x * 255).round()`, numpy's half-to-even rounding), so
 //! a PNG of ours and one saved by diffusers from the same tensor are identical. The parameters go
 //! into a `parameters` text chunk as JSON (tEXt when ASCII, else UTF-8 iTXt), so the image alone
-//! says how to reproduce it.
+//! says how to reproduce it; the same JSON can also go to a sidecar file.
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -109,6 +109,23 @@ pub fn save_png(path: &Path, image: &Tensor, params: &ImageParams) -> Result<()>
         writer.finish()?;
         Ok(())
     })
+}
+
+/// Writes the parameters as pretty JSON next to the image (`x.png` -> `x.json`), atomically:
+/// easier to read and to batch-process than a PNG text chunk.
+pub fn save_sidecar(png_path: &Path, params: &ImageParams) -> Result<std::path::PathBuf> {
+    let path = if png_path.extension().is_some_and(|e| e == "json") {
+        // Never overwrite the image itself.
+        let mut name = png_path.as_os_str().to_owned();
+        name.push(".params.json");
+        std::path::PathBuf::from(name)
+    } else {
+        png_path.with_extension("json")
+    };
+    let mut json = serde_json::to_string_pretty(params)?;
+    json.push('\n');
+    write_atomic(&path, |f| Ok(f.write_all(json.as_bytes())?))?;
+    Ok(path)
 }
 
 /// A decoded PNG: 8-bit RGB pixels and its text chunks.
@@ -249,6 +266,11 @@ mod tests {
         // Only the final file remains: no temporary files left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+        let side = save_sidecar(&dir.path().join("out.png"), &params("a cat")).unwrap();
+        assert_eq!(side, dir.path().join("out.json"));
+        let back: ImageParams =
+            serde_json::from_str(&std::fs::read_to_string(side).unwrap()).unwrap();
+        assert_eq!(back, params("a cat"));
     }
 
     #[test]
