@@ -96,6 +96,44 @@ fn missing_model_folder() {
     );
 }
 
+/// A repo id resolves through `$HF_HOME/hub` when `$HF_HUB_CACHE` is unset; `$HF_HUB_CACHE` wins.
+#[test]
+fn repo_id_resolves_from_the_hf_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = home.path().join("hub/models--acme--tiny");
+    fake_model(&repo.join("snapshots/0123abcd"));
+    write(&repo, "refs/main", "0123abcd");
+    let run = |hub_cache: Option<&Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_semi"));
+        cmd.args([
+            "generate",
+            "--model",
+            "acme/tiny",
+            "--prompt",
+            "a cat",
+            "--height",
+            "30",
+        ])
+        .env("HF_HOME", home.path())
+        .env_remove("HUGGINGFACE_HUB_CACHE");
+        match hub_cache {
+            Some(p) => cmd.env("HF_HUB_CACHE", p),
+            None => cmd.env_remove("HF_HUB_CACHE"),
+        };
+        cmd.output().unwrap()
+    };
+    // Resolved: the error is about the size, checked after the folder.
+    assert_error(&run(None), &["height 30 must be a positive multiple of 4"]);
+    let empty = tempfile::tempdir().unwrap();
+    assert_error(
+        &run(Some(empty.path())),
+        &[
+            "acme/tiny not found in the Hugging Face cache at",
+            empty.path().to_str().unwrap(),
+        ],
+    );
+}
+
 #[test]
 fn incomplete_model_folder() {
     let dir = tempfile::tempdir().unwrap();

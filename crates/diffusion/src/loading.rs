@@ -28,15 +28,19 @@ pub enum Variant {
 // ---------------------------------------------------------------------------------------------
 // Resolving a model name
 
-/// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
-/// `~/.cache/huggingface/hub` (the same order as huggingface_hub).
+/// The Hugging Face hub cache, found as huggingface_hub finds it: `$HF_HUB_CACHE` (or the legacy
+/// `$HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+/// `~/.cache/huggingface/hub`.
 pub fn hf_hub_cache() -> Option<PathBuf> {
     let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
-    if let Some(p) = nonempty("HF_HUB_CACHE") {
+    if let Some(p) = nonempty("HF_HUB_CACHE").or_else(|| nonempty("HUGGINGFACE_HUB_CACHE")) {
         return Some(PathBuf::from(p));
     }
     if let Some(p) = nonempty("HF_HOME") {
         return Some(PathBuf::from(p).join("hub"));
+    }
+    if let Some(p) = nonempty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(p).join("huggingface/hub"));
     }
     nonempty("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
 }
