@@ -1,2 +1,77 @@
-//! The `semi` command. SKELETON: owned by the "pipeline" helper.
-fn main() {}
+//! The `semi` command.
+
+mod generate;
+mod latents_file;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "semi",
+    version,
+    about = "Layout-controlled text-to-image generation by semantic-driven initialization"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate one image from a prompt with Stable Diffusion (DDIM).
+    Generate(generate::GenerateArgs),
+}
+
+/// One line on stderr: `error: ` and the anyhow chain joined with ": ".
+fn report(err: &anyhow::Error) -> ! {
+    let msg = format!("{err:#}").replace('\n', " ");
+    eprintln!("error: {msg}");
+    std::process::exit(1)
+}
+
+fn main() {
+    // A bug must still end as one `error:` line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_string());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!("error: internal error: {}{place}", msg.replace('\n', " "));
+        std::process::exit(1);
+    }));
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match e.kind() {
+            clap::error::ErrorKind::DisplayHelp
+            | clap::error::ErrorKind::DisplayVersion
+            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            _ => {
+                // clap's message spans several lines (details, tips, usage): keep everything
+                // before the usage block, on one line.
+                let text = e.render().to_string();
+                let msg = text
+                    .lines()
+                    .take_while(|l| !l.starts_with("Usage:"))
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+                eprintln!("error: {msg} (see `semi --help`)");
+                std::process::exit(1);
+            }
+        },
+    };
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(&args),
+    };
+    if let Err(e) = result {
+        report(&e);
+    }
+}

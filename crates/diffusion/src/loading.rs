@@ -1,1 +1,562 @@
-//! Finding and loading a diffusers folder. SKELETON: owned by the "pipeline" helper.
+//! Finding and checking a diffusers folder, and loading its weights.
+//!
+//! A model is named by a folder or by a Hugging Face repo id resolved offline from the local hub
+//! cache (semi never downloads). Before anything is loaded, [`ModelFiles::check`] inspects the
+//! whole folder and reports every missing or malformed file in one error, so a user fixes a
+//! broken download in one go instead of one file per run.
+
+use crate::config::{ModelIndex, SchedulerConfig, TextEncoderConfig, UNetConfig, VaeConfig};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Which weight files to prefer when a component has several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// `*.safetensors`; the `*.fp16.safetensors` variant only when it is the only one.
+    #[default]
+    Full,
+    /// `*.fp16.safetensors` when present, else the full-precision file.
+    Fp16,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolving a model name
+
+/// The Hugging Face hub cache, found as huggingface_hub finds it: `$HF_HUB_CACHE` (or the legacy
+/// `$HUGGINGFACE_HUB_CACHE`), else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
+/// `~/.cache/huggingface/hub`.
+pub fn hf_hub_cache() -> Option<PathBuf> {
+    let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(p) = nonempty("HF_HUB_CACHE").or_else(|| nonempty("HUGGINGFACE_HUB_CACHE")) {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = nonempty("HF_HOME") {
+        return Some(PathBuf::from(p).join("hub"));
+    }
+    if let Some(p) = nonempty("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(p).join("huggingface/hub"));
+    }
+    nonempty("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+/// True for `owner/name` with the characters the hub allows.
+pub fn is_repo_id(spec: &str) -> bool {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && !s.starts_with(['.', '-'])
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    matches!(spec.split_once('/'), Some((owner, name)) if ok(owner) && ok(name))
+}
+
+/// A model folder from a folder path or a cached Hugging Face repo id.
+pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    if path.is_file() {
+        bail!("model {spec} is a file; expected a diffusers folder (model_index.json, unet/, ...)");
+    }
+    if !is_repo_id(spec) {
+        bail!("model folder {spec} does not exist");
+    }
+    let Some(cache) = hf_hub_cache() else {
+        bail!("model {spec}: no such folder, and no Hugging Face cache location (set HF_HUB_CACHE or HF_HOME)");
+    };
+    resolve_in_cache(&cache, spec)
+}
+
+/// `owner/name` -> `<cache>/models--owner--name/snapshots/<refs/main>`, or the only/newest
+/// snapshot when `refs/main` is missing or points nowhere.
+pub fn resolve_in_cache(cache: &Path, repo_id: &str) -> Result<PathBuf> {
+    let repo_dir = cache.join(format!("models--{}", repo_id.replace('/', "--")));
+    let not_found = || {
+        anyhow::anyhow!(
+            "model {repo_id} not found in the Hugging Face cache at {} (and no folder of that name); \
+             download it with `hf download {repo_id}` (or `huggingface-cli download {repo_id}`) or pass a folder",
+            cache.display()
+        )
+    };
+    let snapshots = repo_dir.join("snapshots");
+    if !snapshots.is_dir() {
+        return Err(not_found());
+    }
+    if let Ok(hash) = std::fs::read_to_string(repo_dir.join("refs/main")) {
+        let dir = snapshots.join(hash.trim());
+        if !hash.trim().is_empty() && dir.is_dir() {
+            return Ok(dir);
+        }
+    }
+    let mut newest: Option<(std::time::SystemTime, PathBuf)> = None;
+    for entry in std::fs::read_dir(&snapshots)
+        .with_context(|| format!("cannot list {}", snapshots.display()))?
+    {
+        let entry = entry?;
+        if !entry.path().is_dir() {
+            continue;
+        }
+        let mtime = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(std::time::UNIX_EPOCH);
+        if newest.as_ref().is_none_or(|(t, _)| mtime > *t) {
+            newest = Some((mtime, entry.path()));
+        }
+    }
+    newest.map(|(_, p)| p).ok_or_else(not_found)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checking a folder
+
+/// One model component: its parsed config and its weight files (several when sharded).
+#[derive(Debug, Clone)]
+pub struct Component<C> {
+    pub config: C,
+    pub config_path: PathBuf,
+    pub weights: Vec<PathBuf>,
+}
+
+/// A complete, well-formed diffusers Stable Diffusion folder.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    pub root: PathBuf,
+    pub index: ModelIndex,
+    pub unet: Component<UNetConfig>,
+    pub text_encoder: Component<TextEncoderConfig>,
+    /// `None` for pixel-space models (model_index.json without `vae`): the latents are the image.
+    pub vae: Option<Component<VaeConfig>>,
+    pub tokenizer_dir: PathBuf,
+    /// The tokenizer files present (vocab.json + merges.txt, or tokenizer.json, plus configs).
+    pub tokenizer_files: Vec<PathBuf>,
+    pub scheduler: SchedulerConfig,
+    pub scheduler_path: PathBuf,
+}
+
+/// Collects every problem of a folder before failing.
+#[derive(Default)]
+struct Problems {
+    missing: Vec<String>,
+    malformed: Vec<String>,
+}
+
+impl Problems {
+    fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.malformed.is_empty()
+    }
+}
+
+/// Strips the generic `what: ` prefix that the config parsers put in front of their messages.
+fn reason(err: &anyhow::Error, what: &str) -> String {
+    let msg = format!("{err:#}");
+    msg.strip_prefix(&format!("{what}: "))
+        .map(str::to_string)
+        .unwrap_or(msg)
+}
+
+fn read_config<C>(
+    root: &Path,
+    rel: &str,
+    parse: impl Fn(&str) -> Result<C>,
+    what: &str,
+    problems: &mut Problems,
+) -> Option<(C, PathBuf)> {
+    let path = root.join(rel);
+    if !path.is_file() {
+        problems.missing.push(rel.to_string());
+        return None;
+    }
+    let parsed = std::fs::read_to_string(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| parse(&t));
+    match parsed {
+        Ok(c) => Some((c, path)),
+        Err(e) => {
+            problems
+                .malformed
+                .push(format!("{rel} ({})", reason(&e, what)));
+            None
+        }
+    }
+}
+
+/// Checks that a safetensors file has a complete header whose tensors lie inside the file.
+pub fn check_safetensors(path: &Path) -> Result<()> {
+    let mut f = std::fs::File::open(path).context("cannot open")?;
+    let len = f.metadata()?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| anyhow::anyhow!("truncated: {len} bytes, no header"))?;
+    let n = u64::from_le_bytes(n);
+    if n > 100_000_000 || 8 + n > len {
+        bail!("truncated or not safetensors: header of {n} bytes in a file of {len} bytes");
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).context("header is not valid JSON")?;
+    let obj = header.as_object().context("header is not a JSON object")?;
+    let data_len = len - 8 - n;
+    for (name, info) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = info
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(serde_json::Value::as_u64)
+            .with_context(|| format!("tensor {name} has no data_offsets"))?;
+        if end > data_len {
+            bail!("truncated: tensor {name} ends at byte {end} but the data section has {data_len} bytes");
+        }
+    }
+    Ok(())
+}
+
+/// Finds the weights of the component in `dir` (file stem `stem`), preferring `variant`.
+fn find_weights(
+    root: &Path,
+    dir: &str,
+    stem: &str,
+    variant: Variant,
+    problems: &mut Problems,
+) -> Option<Vec<PathBuf>> {
+    let full = format!("{dir}/{stem}.safetensors");
+    let half = format!("{dir}/{stem}.fp16.safetensors");
+    let order = match variant {
+        Variant::Full => [&full, &half],
+        Variant::Fp16 => [&half, &full],
+    };
+    let mut found = None;
+    for rel in order {
+        if root.join(rel).is_file() {
+            found = Some(vec![rel.clone()]);
+            break;
+        }
+        let index = format!("{rel}.index.json");
+        if root.join(&index).is_file() {
+            match shard_list(root, dir, &index) {
+                Ok(shards) => found = Some(shards),
+                Err(e) => {
+                    problems.malformed.push(format!("{index} ({e:#})"));
+                    return None;
+                }
+            }
+            break;
+        }
+    }
+    let Some(rels) = found else {
+        let bin = [
+            format!("{dir}/{stem}.bin"),
+            format!("{dir}/{stem}.fp16.bin"),
+        ];
+        if let Some(b) = bin.iter().find(|b| root.join(b).is_file()) {
+            problems.malformed.push(format!(
+                "{b} (only safetensors weights are supported; convert it to {full})"
+            ));
+        } else {
+            problems.missing.push(full);
+        }
+        return None;
+    };
+    let mut ok = true;
+    for rel in &rels {
+        let path = root.join(rel);
+        if !path.is_file() {
+            problems.missing.push(rel.clone());
+            ok = false;
+        } else if let Err(e) = check_safetensors(&path) {
+            problems.malformed.push(format!("{rel} ({e:#})"));
+            ok = false;
+        }
+    }
+    ok.then(|| rels.iter().map(|r| root.join(r)).collect())
+}
+
+/// The shard files named by a `*.safetensors.index.json` (relative to the root).
+fn shard_list(root: &Path, dir: &str, index: &str) -> Result<Vec<String>> {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(index))?)?;
+    let map = v
+        .get("weight_map")
+        .and_then(serde_json::Value::as_object)
+        .context("no weight_map")?;
+    let mut shards: Vec<String> = map
+        .values()
+        .map(|s| {
+            s.as_str()
+                .map(|s| format!("{dir}/{s}"))
+                .context("bad weight_map entry")
+        })
+        .collect::<Result<_>>()?;
+    shards.sort();
+    shards.dedup();
+    Ok(shards)
+}
+
+impl ModelFiles {
+    /// Inspects a diffusers folder and returns its files and parsed configs, or one error that
+    /// lists every missing and malformed file.
+    pub fn check(root: &Path, variant: Variant) -> Result<Self> {
+        if !root.is_dir() {
+            bail!("model folder {} does not exist", root.display());
+        }
+        let mut p = Problems::default();
+        let index = read_config(
+            root,
+            "model_index.json",
+            |t| ModelIndex::parse(t, "model_index.json"),
+            "model_index.json",
+            &mut p,
+        );
+        // Without a readable index, assume a standard latent-space SD folder.
+        let has_vae = index.as_ref().is_none_or(|(i, _)| i.has("vae"));
+
+        let unet_cfg = read_config(
+            root,
+            "unet/config.json",
+            UNetConfig::parse,
+            "unet config",
+            &mut p,
+        );
+        let unet_w = find_weights(root, "unet", "diffusion_pytorch_model", variant, &mut p);
+        let te_cfg = read_config(
+            root,
+            "text_encoder/config.json",
+            TextEncoderConfig::parse,
+            "text encoder config",
+            &mut p,
+        );
+        let te_w = find_weights(root, "text_encoder", "model", variant, &mut p);
+        let (vae_cfg, vae_w) = if has_vae {
+            (
+                read_config(
+                    root,
+                    "vae/config.json",
+                    VaeConfig::parse,
+                    "vae config",
+                    &mut p,
+                ),
+                find_weights(root, "vae", "diffusion_pytorch_model", variant, &mut p),
+            )
+        } else {
+            (None, None)
+        };
+        let sched = read_config(
+            root,
+            "scheduler/scheduler_config.json",
+            SchedulerConfig::parse,
+            "scheduler config",
+            &mut p,
+        );
+
+        let tok_dir = root.join("tokenizer");
+        let bpe = ["vocab.json", "merges.txt"].map(|f| tok_dir.join(f));
+        let fast = tok_dir.join("tokenizer.json");
+        let mut tokenizer_files: Vec<PathBuf> = if bpe.iter().all(|f| f.is_file()) {
+            bpe.to_vec()
+        } else if fast.is_file() {
+            vec![fast]
+        } else {
+            p.missing.push(
+                "tokenizer/vocab.json + tokenizer/merges.txt (or tokenizer/tokenizer.json)"
+                    .to_string(),
+            );
+            Vec::new()
+        };
+        for extra in ["special_tokens_map.json", "tokenizer_config.json"] {
+            let f = tok_dir.join(extra);
+            if f.is_file() {
+                tokenizer_files.push(f);
+            }
+        }
+
+        if !p.is_empty() {
+            let mut parts = Vec::new();
+            if !p.missing.is_empty() {
+                parts.push(format!("missing {}", p.missing.join(", ")));
+            }
+            if !p.malformed.is_empty() {
+                parts.push(format!("malformed {}", p.malformed.join(", ")));
+            }
+            bail!(
+                "model folder {} is incomplete: {}",
+                root.display(),
+                parts.join("; ")
+            );
+        }
+        // Every Option below is Some: a None would have recorded a problem.
+        let (index, _) = index.context("model_index.json")?;
+        let (unet_config, unet_path) = unet_cfg.context("unet")?;
+        let (te_config, te_path) = te_cfg.context("text_encoder")?;
+        let (scheduler, scheduler_path) = sched.context("scheduler")?;
+        let vae = match (vae_cfg, vae_w) {
+            (Some((config, config_path)), Some(weights)) => Some(Component {
+                config,
+                config_path,
+                weights,
+            }),
+            _ => None,
+        };
+        Ok(Self {
+            root: root.to_path_buf(),
+            index,
+            unet: Component {
+                config: unet_config,
+                config_path: unet_path,
+                weights: unet_w.context("unet weights")?,
+            },
+            text_encoder: Component {
+                config: te_config,
+                config_path: te_path,
+                weights: te_w.context("text encoder weights")?,
+            },
+            vae,
+            tokenizer_dir: tok_dir,
+            tokenizer_files,
+            scheduler,
+            scheduler_path,
+        })
+    }
+
+    /// Pixels per latent pixel: the VAE's scale factor, 1 for pixel-space models.
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.as_ref().map_or(1, |v| v.config.scale_factor())
+    }
+
+    /// Image sizes must be multiples of this: the VAE scale times the UNet's downsampling.
+    pub fn size_multiple(&self) -> usize {
+        self.vae_scale_factor() * self.unet.config.downsampling_factor()
+    }
+
+    /// diffusers' default image size `unet.sample_size * vae scale factor`, as (height, width).
+    pub fn default_size(&self) -> Option<(usize, usize)> {
+        crate::pipeline::default_size(&self.unet.config, self.vae_scale_factor())
+    }
+
+    /// The latent shape `[1, C, H/s, W/s]` of an image size.
+    pub fn latent_shape(&self, height: usize, width: usize) -> Vec<usize> {
+        let s = self.vae_scale_factor();
+        vec![1, self.unet.config.in_channels, height / s, width / s]
+    }
+
+    /// A stable identity of everything the ticket probe depends on: the configs and weights of
+    /// the UNet and text encoder, the tokenizer files and the scheduler config (see [`fingerprint`]).
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut files = vec![
+            self.unet.config_path.clone(),
+            self.text_encoder.config_path.clone(),
+            self.scheduler_path.clone(),
+        ];
+        files.extend(self.tokenizer_files.iter().cloned());
+        files.extend(self.unet.weights.iter().cloned());
+        files.extend(self.text_encoder.weights.iter().cloned());
+        fingerprint(&self.root, &files)
+    }
+}
+
+/// Memory-maps safetensors files into a VarBuilder; tensors are converted to `dtype` on access
+/// (so fp16 files load as f32 on CPU by default).
+pub fn var_builder(
+    weights: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    for w in weights {
+        check_safetensors(w).with_context(|| format!("malformed weights {}", w.display()))?;
+    }
+    // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on nobody
+    // truncating them while the model is loaded.
+    unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }.with_context(|| {
+        let names: Vec<String> = weights.iter().map(|w| w.display().to_string()).collect();
+        format!("cannot load weights {}", names.join(", "))
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fingerprint
+
+/// (canonical path, size, mtime): a file's digest is reused while these stay the same.
+type DigestKey = (PathBuf, u64, std::time::SystemTime);
+
+/// Per-file digests already computed in this process.
+static DIGESTS: Mutex<Option<HashMap<DigestKey, String>>> = Mutex::new(None);
+
+/// The sha256 of one file, hex. Hugging Face cache blobs of LFS files are named by their sha256,
+/// so a file that resolves to `.../blobs/<64 hex>` is not read at all; others are streamed once
+/// per process.
+pub fn file_sha256(path: &Path) -> Result<String> {
+    let canon =
+        std::fs::canonicalize(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if canon.parent().and_then(Path::file_name) == Some(std::ffi::OsStr::new("blobs")) {
+        if let Some(name) = canon.file_name().and_then(|n| n.to_str()) {
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(name.to_ascii_lowercase());
+            }
+        }
+    }
+    let meta = std::fs::metadata(&canon)?;
+    let key = (canon.clone(), meta.len(), meta.modified()?);
+    if let Some(d) = DIGESTS
+        .lock()
+        .ok()
+        .and_then(|m| m.as_ref().and_then(|m| m.get(&key).cloned()))
+    {
+        return Ok(d);
+    }
+    let mut f =
+        std::fs::File::open(&canon).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let digest = hex(&h.finalize());
+    if let Ok(mut m) = DIGESTS.lock() {
+        m.get_or_insert_with(HashMap::new)
+            .insert(key, digest.clone());
+    }
+    Ok(digest)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 over `relative path NUL file sha256 LF` of each file, sorted by relative path, so the
+/// value does not depend on where the folder lives (a copy and the HF cache agree).
+pub fn fingerprint(root: &Path, files: &[PathBuf]) -> Result<String> {
+    let mut entries = Vec::new();
+    for f in files {
+        let rel = f
+            .strip_prefix(root)
+            .unwrap_or(f)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/");
+        entries.push((rel, file_sha256(f)?));
+    }
+    entries.sort();
+    let mut h = Sha256::new();
+    for (rel, d) in entries {
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(d.as_bytes());
+        h.update([b'\n']);
+    }
+    Ok(hex(&h.finalize()))
+}

@@ -1,1 +1,419 @@
-//! The unrolled text-to-image loop. SKELETON: owned by the "pipeline" helper.
+//! The unrolled text-to-image loop, step for step as diffusers' `StableDiffusionPipeline`.
+//!
+//! Everything is exposed in pieces (`encode_prompt`, `prepare_latents`, `decode_raw`) because
+//! semi's ticket probe and initial-noise construction reuse them, and the loop calls back after
+//! every step so callers can show progress, record or stop.
+
+use crate::config::{SchedulerConfig, UNetConfig};
+use crate::controller::AttentionController;
+use crate::loading::{var_builder, ModelFiles, Variant};
+use crate::noise::TorchGenerator;
+use crate::schedulers::SchedulerKind;
+use crate::text_encoder::ClipTextModel;
+use crate::tokenizer::ClipTokenizer;
+use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
+use crate::vae::AutoencoderKL;
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use std::path::Path;
+
+/// One text-to-image request.
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    /// "" means no negative prompt (diffusers then encodes the empty string).
+    pub negative_prompt: String,
+    /// Image size in pixels.
+    pub height: usize,
+    pub width: usize,
+    pub steps: usize,
+    /// Classifier-free guidance scale; <= 1 disables guidance (no unconditional pass).
+    pub guidance_scale: f64,
+    /// DDIM eta: 0 is deterministic; > 0 draws step noise from the seeded generator.
+    pub eta: f64,
+    pub seed: u64,
+    /// Initial latents `[1, C, H/s, W/s]` (unit variance, before `init_noise_sigma`) instead of
+    /// seeded noise, as diffusers' `latents=` argument.
+    pub latents: Option<Tensor>,
+}
+
+impl GenerateRequest {
+    /// diffusers' defaults (50 steps, guidance 7.5, eta 0, seed 0) at the given size.
+    pub fn new(prompt: impl Into<String>, height: usize, width: usize) -> Self {
+        Self {
+            prompt: prompt.into(),
+            negative_prompt: String::new(),
+            height,
+            width,
+            steps: 50,
+            guidance_scale: 7.5,
+            eta: 0.0,
+            seed: 0,
+            latents: None,
+        }
+    }
+
+    /// Checks the model-independent fields and the size against `size_multiple`.
+    pub fn validate(&self, size_multiple: usize) -> Result<()> {
+        if self.prompt.trim().is_empty() {
+            bail!("the prompt is empty");
+        }
+        for (what, v) in [("height", self.height), ("width", self.width)] {
+            if v == 0 || !v.is_multiple_of(size_multiple) {
+                bail!("{what} {v} must be a positive multiple of {size_multiple} for this model");
+            }
+        }
+        if self.steps == 0 {
+            bail!("steps must be at least 1");
+        }
+        if !self.guidance_scale.is_finite() {
+            bail!("guidance scale must be a finite number");
+        }
+        if !(self.eta.is_finite() && self.eta >= 0.0) {
+            bail!("eta must be a finite number >= 0, got {}", self.eta);
+        }
+        Ok(())
+    }
+
+    /// diffusers' `do_classifier_free_guidance`.
+    pub fn uses_guidance(&self) -> bool {
+        self.guidance_scale > 1.0
+    }
+}
+
+/// Reported after every denoising step.
+pub struct StepEvent<'a> {
+    /// 0-based step index.
+    pub step: usize,
+    pub num_steps: usize,
+    pub timestep: f64,
+    /// The latents after this step.
+    pub latents: &'a Tensor,
+    /// The scheduler's estimate of the clean latents at this step.
+    pub pred_original: &'a Tensor,
+}
+
+/// The result of a run.
+pub struct Generated {
+    /// `[1, 3, H, W]` in [0, 1].
+    pub image: Tensor,
+    /// The final latents, before decoding.
+    pub latents: Tensor,
+    /// The initial latents as the loop started (already times `init_noise_sigma`).
+    pub init_latents: Tensor,
+    /// The timesteps the loop visited.
+    pub timesteps: Vec<f64>,
+}
+
+/// A loaded Stable Diffusion model.
+pub struct StableDiffusion {
+    pub files: ModelFiles,
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet2DConditionModel,
+    /// `None` for pixel-space models.
+    pub vae: Option<AutoencoderKL>,
+    pub scheduler_config: SchedulerConfig,
+    pub scheduler_kind: SchedulerKind,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl StableDiffusion {
+    /// Checks and loads a diffusers folder.
+    pub fn load(dir: &Path, device: &Device, dtype: DType, variant: Variant) -> Result<Self> {
+        let files = ModelFiles::check(dir, variant)?;
+        Self::from_files(files, device, dtype)
+    }
+
+    pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)
+            .with_context(|| format!("cannot load the tokenizer in {}", files.root.display()))?;
+        let text_encoder = ClipTextModel::new(
+            var_builder(&files.text_encoder.weights, dtype, device)?,
+            &files.text_encoder.config,
+        )
+        .context("cannot build the text encoder")?;
+        let unet = UNet2DConditionModel::new(
+            var_builder(&files.unet.weights, dtype, device)?,
+            &files.unet.config,
+        )
+        .context("cannot build the UNet")?;
+        let vae = match &files.vae {
+            Some(v) => Some(
+                AutoencoderKL::new(var_builder(&v.weights, dtype, device)?, &v.config)
+                    .context("cannot build the VAE")?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            scheduler_config: files.scheduler.clone(),
+            scheduler_kind: SchedulerKind::Ddim,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            files,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn unet_config(&self) -> &UNetConfig {
+        &self.files.unet.config
+    }
+
+    /// Pixels per latent pixel (1 without a VAE).
+    pub fn vae_scale_factor(&self) -> usize {
+        self.files.vae_scale_factor()
+    }
+
+    /// Image sizes must be multiples of this: the VAE scale times the UNet's downsampling.
+    pub fn size_multiple(&self) -> usize {
+        self.files.size_multiple()
+    }
+
+    /// `unet.sample_size * vae scale factor` as (height, width), as diffusers' default size.
+    pub fn default_size(&self) -> Option<(usize, usize)> {
+        self.files.default_size()
+    }
+
+    /// The latent shape `[1, C, H/s, W/s]` of an image size.
+    pub fn latent_shape(&self, height: usize, width: usize) -> Vec<usize> {
+        self.files.latent_shape(height, width)
+    }
+
+    /// Text embeddings of the prompt: `[uncond, cond]` (negative prompt first, as diffusers
+    /// concatenates them) with guidance, `[cond]` without.
+    pub fn encode_prompt(
+        &self,
+        prompt: &str,
+        negative_prompt: &str,
+        guidance: bool,
+    ) -> Result<Tensor> {
+        let mut rows = Vec::new();
+        if guidance {
+            rows.push(self.tokenizer.encode(negative_prompt)?);
+        }
+        rows.push(self.tokenizer.encode(prompt)?);
+        let len = rows[0].len();
+        let flat: Vec<u32> = rows.concat();
+        let ids = Tensor::from_vec(flat, (rows.len(), len), &self.device)?;
+        let emb = self
+            .text_encoder
+            .forward(&ids)
+            .context("text encoder failed")?;
+        Ok(emb.to_dtype(self.dtype)?)
+    }
+
+    /// Initial latents as diffusers' `prepare_latents`: the given ones (shape-checked) or
+    /// `randn` from `generator`, then times `init_noise_sigma`.
+    pub fn prepare_latents(
+        &self,
+        height: usize,
+        width: usize,
+        latents: Option<&Tensor>,
+        generator: &mut TorchGenerator,
+        init_noise_sigma: f64,
+    ) -> Result<Tensor> {
+        let shape = self.latent_shape(height, width);
+        let base = match latents {
+            Some(l) => {
+                if l.dims() != shape.as_slice() {
+                    bail!(
+                        "initial latents have shape {:?}, but a {width}x{height} image with this model needs {:?}",
+                        l.dims(),
+                        shape
+                    );
+                }
+                l.to_device(&self.device)?.to_dtype(DType::F32)?
+            }
+            None => generator.randn(&shape, &self.device)?,
+        };
+        let scaled = if init_noise_sigma == 1.0 {
+            base
+        } else {
+            (base * init_noise_sigma)?
+        };
+        Ok(scaled.to_dtype(self.dtype)?)
+    }
+
+    /// Runs the denoising loop and decodes the result.
+    pub fn generate(
+        &self,
+        req: &GenerateRequest,
+        mut controller: Option<&mut dyn AttentionController>,
+        on_step: &mut dyn FnMut(StepEvent) -> Result<()>,
+    ) -> Result<Generated> {
+        req.validate(self.size_multiple())?;
+        let mut scheduler = self.scheduler_kind.build(&self.scheduler_config, req.eta)?;
+        scheduler.set_timesteps(req.steps)?;
+        let timesteps = scheduler.timesteps().to_vec();
+
+        let guidance = req.uses_guidance();
+        let emb = self.encode_prompt(&req.prompt, &req.negative_prompt, guidance)?;
+        let mut generator = TorchGenerator::manual_seed(req.seed);
+        let mut latents = self.prepare_latents(
+            req.height,
+            req.width,
+            req.latents.as_ref(),
+            &mut generator,
+            scheduler.init_noise_sigma(),
+        )?;
+        let init_latents = latents.clone();
+        let rows = if guidance {
+            vec![false, true]
+        } else {
+            vec![true]
+        };
+
+        for (i, &t) in timesteps.iter().enumerate() {
+            let input = if guidance {
+                Tensor::cat(&[&latents, &latents], 0)?
+            } else {
+                latents.clone()
+            };
+            let input = scheduler.scale_model_input(&input, t)?;
+            let opts = ForwardOptions {
+                controller: controller.as_mut().map(|c| &mut **c as _),
+                step: i,
+                conditional_rows: Some(rows.clone()),
+                stop_after: None,
+            };
+            let out = self
+                .unet
+                .forward_with(&input, t, &emb, opts)
+                .with_context(|| format!("UNet failed at step {i} (timestep {t})"))?;
+            let UNetOutput::Full(pred) = out else {
+                bail!("the UNet stopped early during generation");
+            };
+            let pred = if guidance {
+                let uncond = pred.narrow(0, 0, 1)?;
+                let cond = pred.narrow(0, 1, 1)?;
+                (&uncond + ((cond - &uncond)? * req.guidance_scale)?)?
+            } else {
+                pred
+            };
+            // diffusers draws the step noise from the same generator, after the latents.
+            let noise = if scheduler.needs_variance_noise() {
+                Some(
+                    generator
+                        .randn(pred.dims(), &self.device)?
+                        .to_dtype(pred.dtype())?,
+                )
+            } else {
+                None
+            };
+            let step = scheduler.step(&pred, t, &latents, noise.as_ref())?;
+            latents = step.prev_sample;
+            on_step(StepEvent {
+                step: i,
+                num_steps: timesteps.len(),
+                timestep: t,
+                latents: &latents,
+                pred_original: &step.pred_original_sample,
+            })?;
+        }
+        let image = self.decode(&latents)?;
+        Ok(Generated {
+            image,
+            latents,
+            init_latents,
+            timesteps,
+        })
+    }
+
+    /// Latents -> image in about [-1, 1]: `vae.decode(latents / scaling_factor)`, or the latents
+    /// themselves for pixel-space models.
+    pub fn decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
+        match &self.vae {
+            Some(vae) => {
+                let sf = Tensor::new(vae.config().scaling_factor as f32, latents.device())?
+                    .to_dtype(latents.dtype())?;
+                let scaled = latents.broadcast_div(&sf)?;
+                Ok(vae.decode(&scaled).context("VAE decode failed")?)
+            }
+            None => Ok(latents.clone()),
+        }
+    }
+
+    /// Latents -> `[1, 3, H, W]` image in [0, 1], as diffusers' postprocessing.
+    pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
+        let raw = self.decode_raw(latents)?;
+        ensure!(
+            raw.dims().len() == 4 && raw.dims()[1] == 3,
+            "decoded image has shape {:?}, expected [batch, 3, height, width]",
+            raw.dims()
+        );
+        to_unit_range(&raw.to_dtype(DType::F32)?)
+    }
+}
+
+/// `(x * 0.5 + 0.5).clamp(0, 1)`: diffusers' `denormalize`.
+pub fn to_unit_range(raw: &Tensor) -> Result<Tensor> {
+    Ok(raw.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
+}
+
+/// `unet.sample_size * vae scale factor`, when the config has a (square or per-axis) sample size.
+pub fn default_size(unet: &UNetConfig, vae_scale: usize) -> Option<(usize, usize)> {
+    use crate::config::PerBlock;
+    match unet.sample_size.as_ref()? {
+        PerBlock::One(s) => Some((s * vae_scale, s * vae_scale)),
+        PerBlock::Each(v) if v.len() == 2 => Some((v[0] * vae_scale, v[1] * vae_scale)),
+        PerBlock::Each(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_validation() {
+        let ok = GenerateRequest::new("a cat", 512, 512);
+        ok.validate(64).unwrap();
+        let mut r = ok.clone();
+        r.prompt = "  ".into();
+        assert!(r
+            .validate(64)
+            .unwrap_err()
+            .to_string()
+            .contains("prompt is empty"));
+        let mut r = ok.clone();
+        r.height = 520;
+        let e = r.validate(64).unwrap_err().to_string();
+        assert!(e.contains("height 520") && e.contains("64"), "{e}");
+        let mut r = ok.clone();
+        r.width = 0;
+        assert!(r.validate(64).is_err());
+        let mut r = ok.clone();
+        r.steps = 0;
+        assert!(r.validate(64).is_err());
+        let mut r = ok.clone();
+        r.eta = -0.1;
+        assert!(r.validate(64).is_err());
+        let mut r = ok;
+        r.guidance_scale = 1.0;
+        assert!(!r.uses_guidance());
+    }
+
+    #[test]
+    fn default_size_uses_the_vae_scale() {
+        let cfg = UNetConfig::parse(r#"{"sample_size": 64}"#).unwrap();
+        assert_eq!(default_size(&cfg, 8), Some((512, 512)));
+        let cfg = UNetConfig::parse("{}").unwrap();
+        assert_eq!(default_size(&cfg, 8), None);
+    }
+
+    #[test]
+    fn unit_range_mapping() {
+        let t = Tensor::new(&[[[[-2f32, -1.0, 0.0, 0.5, 1.0, 3.0]]]], &Device::Cpu).unwrap();
+        let v = to_unit_range(&t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(v, vec![0.0, 0.0, 0.5, 0.75, 1.0, 1.0]);
+    }
+}
