@@ -1,0 +1,18 @@
+//! Lottery tickets (the paper's method, DESIGN.md section 1): the probe contract ([`Prober`]),
+//! the on-disk ticket store ([`store`]), winning-ticket selection ([`select`], paper Eq. 2-5)
+//! and semantic-driven initialisation ([`construct`], SemI).
+
+pub mod fingerprint;
+pub mod fsutil;
+pub mod names;
+pub mod prober;
+pub mod shard;
+pub mod store;
+
+pub use fingerprint::ProbeFingerprint;
+pub use names::{all_pairs, parse_category_list, parse_pairs, read_pairs_file, Pair};
+pub use prober::{min_max_normalize, FakeProber, Prober};
+pub use shard::Shard;
+pub use store::collect::{collect, CollectRequest, CollectSummary, Progress};
+pub use store::merge::{merge, MergeSummary};
+pub use store::{Manifest, Store, StoreStatus};
