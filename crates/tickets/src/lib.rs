@@ -2,11 +2,15 @@
 //! the on-disk ticket store ([`store`]), winning-ticket selection ([`select`], paper Eq. 2-5)
 //! and semantic-driven initialisation ([`construct`], SemI).
 
+pub mod construct;
 pub mod fingerprint;
 pub mod fsutil;
+pub mod latents;
 pub mod names;
 pub mod prober;
+pub mod rng;
 pub mod shard;
+pub mod select;
 pub mod store;
 
 pub use fingerprint::ProbeFingerprint;
@@ -16,3 +20,6 @@ pub use shard::Shard;
 pub use store::collect::{collect, CollectRequest, CollectSummary, Progress};
 pub use store::merge::{merge, MergeSummary};
 pub use store::{Manifest, Store, StoreStatus};
+pub use select::{select, AuthorsThresholds, Rule, Selection, SelectionReport, SetReport};
+pub use construct::{construct, semi_init, CellFill, Construction, InitMethod, InitOptions, Region, SetUse};
+pub use latents::{load_latents, save_latents, Latents};
