@@ -2,6 +2,7 @@
 //! the on-disk ticket store ([`store`]), winning-ticket selection ([`select`], paper Eq. 2-5)
 //! and semantic-driven initialisation ([`construct`], SemI).
 
+pub mod bench;
 pub mod construct;
 pub mod fingerprint;
 pub mod fsutil;
