@@ -19,7 +19,10 @@ fn main() -> Result<()> {
     } else {
         let t = Instant::now();
         let s = build_synthetic_store(&dir, 80, 700, 100, 0)?;
-        println!("built synthetic store in {:.1} s", t.elapsed().as_secs_f64());
+        println!(
+            "built synthetic store in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
         s
     };
     println!(
@@ -48,7 +51,10 @@ fn main() -> Result<()> {
         }
     }
     let requests: Vec<Vec<String>> = (1..=pick.len()).map(|k| pick[..k].to_vec()).collect();
-    for (name, rule) in [("paper", Rule::paper(0.5, 0.1)?), ("authors", Rule::authors())] {
+    for (name, rule) in [
+        ("paper", Rule::paper(0.5, 0.1)?),
+        ("authors", Rule::authors()),
+    ] {
         println!("rule {name}:");
         for t in time_selection(&dir, &requests, &rule, 20)? {
             println!("  {t}");
@@ -61,15 +67,30 @@ fn main() -> Result<()> {
         512,
         512,
         vec![
-            semi_layout::LayoutObject::new("a", &requests[1][0], semi_layout::BBox::new(0.0, 0.0, 0.6, 0.6)?),
-            semi_layout::LayoutObject::new("b", &requests[1][1], semi_layout::BBox::new(0.4, 0.4, 1.0, 1.0)?),
+            semi_layout::LayoutObject::new(
+                "a",
+                &requests[1][0],
+                semi_layout::BBox::new(0.0, 0.0, 0.6, 0.6)?,
+            ),
+            semi_layout::LayoutObject::new(
+                "b",
+                &requests[1][1],
+                semi_layout::BBox::new(0.4, 0.4, 1.0, 1.0)?,
+            ),
         ],
     );
     for method in [InitMethod::SemI, InitMethod::ColourMatchedControl] {
-        let opts = InitOptions { seed: 1, method, recalibrate: true };
+        let opts = InitOptions {
+            seed: 1,
+            method,
+            recalibrate: true,
+        };
         let t = Instant::now();
         let c = construct(&store, &layout, &sel, &opts)?;
-        println!("construct {method:?}: {:.3} ms", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "construct {method:?}: {:.3} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
         std::hint::black_box(c);
     }
     Ok(())

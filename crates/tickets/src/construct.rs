@@ -87,7 +87,11 @@ pub struct Construction {
 impl fmt::Display for Construction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for u in &self.uses {
-            write!(f, "  {:<20} {:>4} cells from {:>7} tickets", u.name, u.cells, u.available)?;
+            write!(
+                f,
+                "  {:<20} {:>4} cells from {:>7} tickets",
+                u.name, u.cells, u.available
+            )?;
             if u.reused > 0 {
                 write!(f, " ({} reused)", u.reused)?;
             }

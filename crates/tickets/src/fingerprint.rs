@@ -2,8 +2,8 @@
 //! equal field by field; a mismatch is an error that names the differing fields.
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use semi_layout::Grid;
+use serde::{Deserialize, Serialize};
 
 /// Everything that changes the probe's score maps, recorded in every store's manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,9 +51,7 @@ impl ProbeFingerprint {
             bail!("latent shape {:?} must be positive", self.latent);
         }
         if rows == 0 || cols == 0 || !h.is_multiple_of(rows) || !w.is_multiple_of(cols) {
-            bail!(
-                "a {rows}x{cols} ticket grid does not cut the {h}x{w} latent into equal blocks"
-            );
+            bail!("a {rows}x{cols} ticket grid does not cut the {h}x{w} latent into equal blocks");
         }
         Ok(())
     }
@@ -86,9 +84,16 @@ impl ProbeFingerprint {
 
     /// The prompt for a pair: the template with `{c1}`, `{c2}` replaced.
     pub fn prompt(&self, c1: &str, c2: &str) -> String {
-        self.prompt_template
-            .replace("{c1}", c1)
-            .replace("{c2}", c2)
+        self.prompt_template.replace("{c1}", c1).replace("{c2}", c2)
+    }
+
+    /// A short stable hex digest of the whole fingerprint (SHA-256 of its JSON, first 16 hex
+    /// digits), e.g. to name an on-the-fly cache store per model and probe settings.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_string(self).expect("fingerprint serialises");
+        let hash = Sha256::digest(json.as_bytes());
+        hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
 
     /// The fields where `other` differs, as `name: ours vs theirs` (empty when equal).
@@ -100,8 +105,16 @@ impl ProbeFingerprint {
             }
         };
         cmp("model", self.model.clone(), other.model.clone());
-        cmp("layers", format!("{:?}", self.layers), format!("{:?}", other.layers));
-        cmp("timestep", self.timestep.to_string(), other.timestep.to_string());
+        cmp(
+            "layers",
+            format!("{:?}", self.layers),
+            format!("{:?}", other.layers),
+        );
+        cmp(
+            "timestep",
+            self.timestep.to_string(),
+            other.timestep.to_string(),
+        );
         cmp(
             "prompt_template",
             format!("{:?}", self.prompt_template),
@@ -112,8 +125,16 @@ impl ProbeFingerprint {
             format!("{}x{}", self.width, self.height),
             format!("{}x{}", other.width, other.height),
         );
-        cmp("latent", format!("{:?}", self.latent), format!("{:?}", other.latent));
-        cmp("grid", format!("{:?}", self.grid), format!("{:?}", other.grid));
+        cmp(
+            "latent",
+            format!("{:?}", self.latent),
+            format!("{:?}", other.latent),
+        );
+        cmp(
+            "grid",
+            format!("{:?}", self.grid),
+            format!("{:?}", other.grid),
+        );
         d
     }
 
@@ -154,6 +175,11 @@ mod tests {
         assert_eq!(f.cells(), 256);
         assert_eq!(f.block_len(), 64);
         assert_eq!(f.prompt("car", "dog"), "a car and a dog");
+        assert_eq!(f.digest().len(), 16);
+        assert_eq!(f.digest(), sd().digest());
+        let mut g = sd();
+        g.timestep = 980;
+        assert_ne!(f.digest(), g.digest());
     }
 
     #[test]

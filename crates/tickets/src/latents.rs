@@ -23,7 +23,10 @@ pub struct Latents {
 
 fn check_shape(data: &[f32], shape: &[usize]) -> Result<()> {
     if shape.iter().product::<usize>() != data.len() {
-        bail!("latents shape {shape:?} does not match {} values", data.len());
+        bail!(
+            "latents shape {shape:?} does not match {} values",
+            data.len()
+        );
     }
     Ok(())
 }
@@ -110,7 +113,11 @@ pub fn npy_bytes(data: &[f32], shape: &[usize]) -> Vec<u8> {
         1 => format!("({},)", shape[0]),
         _ => format!(
             "({})",
-            shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {dims}, }}");
@@ -160,7 +167,11 @@ fn parse_npy(bytes: &[u8]) -> Result<Latents> {
     let body = &bytes[start + len..];
     let n: usize = shape.iter().product();
     if body.len() != n * 4 {
-        bail!("data has {} bytes, shape {shape:?} needs {}", body.len(), n * 4);
+        bail!(
+            "data has {} bytes, shape {shape:?} needs {}",
+            body.len(),
+            n * 4
+        );
     }
     let data = body
         .chunks_exact(4)
@@ -195,7 +206,9 @@ mod tests {
         }
         let npy = npy_bytes(&data, &shape);
         assert_eq!((npy.len() - data.len() * 4) % 64, 0);
-        assert!(std::str::from_utf8(&npy[10..npy.len() - data.len() * 4]).unwrap().contains("'shape': (2, 3, 2, 2)"));
+        assert!(std::str::from_utf8(&npy[10..npy.len() - data.len() * 4])
+            .unwrap()
+            .contains("'shape': (2, 3, 2, 2)"));
         assert!(save_latents(&dir.path().join("b.npy"), &data, &[5], &meta).is_err());
     }
 }

@@ -10,17 +10,19 @@ pub mod latents;
 pub mod names;
 pub mod prober;
 pub mod rng;
-pub mod shard;
 pub mod select;
+pub mod shard;
 pub mod store;
 
+pub use construct::{
+    construct, semi_init, CellFill, Construction, InitMethod, InitOptions, Region, SetUse,
+};
 pub use fingerprint::ProbeFingerprint;
+pub use latents::{load_latents, save_latents, Latents};
 pub use names::{all_pairs, parse_category_list, parse_pairs, read_pairs_file, Pair};
 pub use prober::{min_max_normalize, FakeProber, Prober};
+pub use select::{select, AuthorsThresholds, Rule, Selection, SelectionReport, SetReport};
 pub use shard::Shard;
 pub use store::collect::{collect, CollectRequest, CollectSummary, Progress};
 pub use store::merge::{merge, MergeSummary};
 pub use store::{Manifest, Store, StoreStatus};
-pub use select::{select, AuthorsThresholds, Rule, Selection, SelectionReport, SetReport};
-pub use construct::{construct, semi_init, CellFill, Construction, InitMethod, InitOptions, Region, SetUse};
-pub use latents::{load_latents, save_latents, Latents};

@@ -69,7 +69,11 @@ impl Pair {
         if x == y {
             bail!("pair {x:?},{y:?} names the same category twice");
         }
-        Ok(if x < y { Pair { a: x, b: y } } else { Pair { a: y, b: x } })
+        Ok(if x < y {
+            Pair { a: x, b: y }
+        } else {
+            Pair { a: y, b: x }
+        })
     }
 
     /// The first category in canonical order.
@@ -198,11 +202,17 @@ mod tests {
 
     #[test]
     fn names_are_normalised() {
-        assert_eq!(normalize_category("  Traffic \t Light ").unwrap(), "traffic light");
+        assert_eq!(
+            normalize_category("  Traffic \t Light ").unwrap(),
+            "traffic light"
+        );
         assert!(normalize_category("  ").is_err());
         assert!(normalize_category("a,b").is_err());
         let err = parse_category_list("dog, Car,DOG").unwrap_err();
-        assert!(format!("{err:#}").contains("\"dog\" is listed twice"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("\"dog\" is listed twice"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -153,7 +153,10 @@ impl Prober for FakeProber {
         let f = &self.fingerprint;
         let [c, h, w] = f.latent;
         if noise.dims() != [1, c, h, w] {
-            bail!("fake prober: noise has shape {:?}, expected [1, {c}, {h}, {w}]", noise.dims());
+            bail!(
+                "fake prober: noise has shape {:?}, expected [1, {c}, {h}, {w}]",
+                noise.dims()
+            );
         }
         let data: Vec<f32> = noise.flatten_all()?.to_vec1()?;
         let [rows, cols] = f.grid;

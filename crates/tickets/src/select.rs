@@ -187,7 +187,11 @@ impl fmt::Display for SelectionReport {
             "selection {} over {} blocks ({} noise images)",
             self.rule, self.n_blocks, self.n_images
         )?;
-        for s in self.categories.iter().chain(std::iter::once(&self.background)) {
+        for s in self
+            .categories
+            .iter()
+            .chain(std::iter::once(&self.background))
+        {
             write!(f, "  {:<20} {:>7} tickets", s.name, s.tickets)?;
             if s.ambiguous > 0 {
                 write!(f, " ({} ambiguous dropped)", s.ambiguous)?;
@@ -237,7 +241,9 @@ pub fn select<S: AsRef<str>>(store: &Store, categories: &[S], rule: &Rule) -> Re
     }
     let n = store.n_blocks();
     let k = cats.len();
-    let all = |v: &[f32], pred: &dyn Fn(f32) -> bool| -> Vec<bool> { v.iter().map(|&x| pred(x)).collect() };
+    let all = |v: &[f32], pred: &dyn Fn(f32) -> bool| -> Vec<bool> {
+        v.iter().map(|&x| pred(x)).collect()
+    };
 
     // Per category its qualifying mask, and the background mask.
     let mut masks: Vec<Vec<bool>> = Vec::with_capacity(k);
@@ -277,7 +283,11 @@ pub fn select<S: AsRef<str>>(store: &Store, categories: &[S], rule: &Rule) -> Re
             } else if k == 2 {
                 let s12 = store.scores(&cats[0], &cats[1])?;
                 let s21 = store.scores(&cats[1], &cats[0])?;
-                let both = |pa: &dyn Fn(f32) -> bool, pb: &dyn Fn(f32) -> bool, a: &[f32], b: &[f32]| -> Vec<bool> {
+                let both = |pa: &dyn Fn(f32) -> bool,
+                            pb: &dyn Fn(f32) -> bool,
+                            a: &[f32],
+                            b: &[f32]|
+                 -> Vec<bool> {
                     a.iter().zip(b).map(|(&x, &y)| pa(x) && pb(y)).collect()
                 };
                 masks.push(both(&|x| x > t.t_pos_2, &|y| y < t.t_neg_2, &s12, &s21));
@@ -377,11 +387,19 @@ mod tests {
         assert!(Rule::paper(f32::NAN, 0.1).is_err());
         let err = Rule::paper(0.5, 2.0).unwrap_err().to_string();
         assert!(err.contains("T_bg"), "{err}");
-        assert_eq!(Rule::preset("paper").unwrap(), Rule::Paper { t_obj: 0.5, t_bg: 0.1 });
+        assert_eq!(
+            Rule::preset("paper").unwrap(),
+            Rule::Paper {
+                t_obj: 0.5,
+                t_bg: 0.1
+            }
+        );
         assert_eq!(Rule::preset("Authors").unwrap(), Rule::authors());
         assert!(Rule::preset("magic").is_err());
-        let mut t = AuthorsThresholds::default();
-        t.t_neg_2 = 1.1;
+        let t = AuthorsThresholds {
+            t_neg_2: 1.1,
+            ..Default::default()
+        };
         assert!(Rule::Authors(t).validate().is_err());
     }
 }

@@ -97,7 +97,10 @@ mod tests {
             Shard::from_arg_or_vars(Some("0/2"), Some("2"), Some("3")).unwrap(),
             Some(Shard { index: 0, count: 2 })
         );
-        assert_eq!(Shard::from_arg_or_vars(None, Some("2"), None).unwrap(), None);
+        assert_eq!(
+            Shard::from_arg_or_vars(None, Some("2"), None).unwrap(),
+            None
+        );
         assert!(Shard::from_arg_or_vars(None, Some("5"), Some("3")).is_err());
         assert!(Shard::new(1, 2).unwrap().owns(3));
     }

@@ -95,7 +95,10 @@ fn authors_preset() {
     // 1 object: average > 0.5, background average < 0.3.
     assert_eq!(sets(&s, &["car"], a), (vec![vec![0]], vec![3]));
     // 2 objects: S12 > 0.3 and S21 < 0.3; background both pair scores < 0.1.
-    assert_eq!(sets(&s, &["car", "cat"], a), (vec![vec![0], vec![1]], vec![3]));
+    assert_eq!(
+        sets(&s, &["car", "cat"], a),
+        (vec![vec![0], vec![1]], vec![3])
+    );
     // 3 objects: S_ij > 0.3 for both partners (strict: b2's S_car,(dog) = 0.3 fails).
     assert_eq!(
         sets(&s, &["car", "cat", "dog"], a),
@@ -114,12 +117,17 @@ fn authors_preset() {
 #[test]
 fn errors() {
     let (_d, s) = store();
-    let err = select(&s, &["car", "zebra"], &Rule::authors()).unwrap_err().to_string();
+    let err = select(&s, &["car", "zebra"], &Rule::authors())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("\"zebra\" is not in the store"), "{err}");
     assert!(err.contains("car, cat, dog"), "{err}");
     let err = Rule::paper(0.5, 1.5).unwrap_err().to_string();
     assert!(err.contains("outside [0, 1]"), "{err}");
-    let bad = Rule::Paper { t_obj: -0.1, t_bg: 0.1 };
+    let bad = Rule::Paper {
+        t_obj: -0.1,
+        t_bg: 0.1,
+    };
     assert!(select(&s, &["car"], &bad).is_err());
     assert!(select::<&str>(&s, &[], &Rule::authors()).is_err());
 }

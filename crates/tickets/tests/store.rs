@@ -39,12 +39,13 @@ fn noise_equals_torch_randn_and_blocks_are_addressable() {
         let want = noise_values(&f, 42, k);
         assert_eq!(s.noise_image(k).unwrap(), want);
         // torch.randn((1,4,16,16), generator=manual_seed(42 + k)) through the runtime's generator.
-        let t = semi_diffusion::noise::randn(42 + k as u64, &[1, 4, 16, 16], &candle_core::Device::Cpu)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let t =
+            semi_diffusion::noise::randn(42 + k as u64, &[1, 4, 16, 16], &candle_core::Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
         assert_eq!(want, t);
         let blocks = image_to_blocks(&f, &want);
         assert_eq!(s.block(k, 5).unwrap(), &blocks[5 * 64..6 * 64]);
@@ -71,25 +72,38 @@ fn crash_then_resume_is_byte_identical() {
     let err = collect(dir.path(), &mut failing, &req, &mut |_| {}).unwrap_err();
     assert!(err.to_string().contains("simulated failure"), "{err}");
     // A temp file left behind by the killed writer, and a half-written unit.
-    let stale = dir.path().join("scores").join(req.pairs[0].dir_name()).join(".tmp.c00002.f32");
+    let stale = dir
+        .path()
+        .join("scores")
+        .join(req.pairs[0].dir_name())
+        .join(".tmp.c00002.f32");
     std::fs::write(&stale, b"half").unwrap();
     let partial = Store::open(dir.path()).unwrap().status().unwrap();
     assert!(!partial.is_complete());
     assert_eq!(partial.units_done, 18 / 3); // 19 passes = 6 whole units of 3 images + 1
 
     let mut seen = Vec::new();
-    let summary = collect(dir.path(), &mut FakeProber::new(fp()), &req, &mut |p: &Progress| {
-        seen.push(*p)
-    })
+    let summary = collect(
+        dir.path(),
+        &mut FakeProber::new(fp()),
+        &req,
+        &mut |p: &Progress| seen.push(*p),
+    )
     .unwrap();
     assert_eq!(summary.stale_temps_removed, 1);
     assert_eq!(summary.units_skipped, 6);
     assert_eq!(summary.units_computed, 18 - 6);
     assert_eq!(summary.passes, 42 - 18);
     let first = seen.first().unwrap();
-    assert_eq!((first.passes_done, first.passes_at_start, first.passes_total), (18, 18, 42));
+    assert_eq!(
+        (first.passes_done, first.passes_at_start, first.passes_total),
+        (18, 18, 42)
+    );
     let last = seen.last().unwrap();
-    assert_eq!((last.units_done, last.units_total, last.passes_done), (18, 18, 42));
+    assert_eq!(
+        (last.units_done, last.units_total, last.passes_done),
+        (18, 18, 42)
+    );
     assert_eq!(tree(dir.path()), tree(whole.path()));
 
     // A rerun of a complete store does nothing.
@@ -122,11 +136,17 @@ fn extending_pairs_and_images_equals_one_run() {
     };
     run(dir.path(), &few);
     // More images for the existing pair only: chunk 1 grows from 1 to 3 images, chunk 2 appears.
-    let more = CollectRequest { n_images: 8, ..few.clone() };
+    let more = CollectRequest {
+        n_images: 8,
+        ..few.clone()
+    };
     let s = run(dir.path(), &more);
     assert_eq!(s.passes, 4);
     // Then the other pairs; the store keeps N = 8.
-    let rest = CollectRequest { n_images: 2, ..full.clone() };
+    let rest = CollectRequest {
+        n_images: 2,
+        ..full.clone()
+    };
     let s = run(dir.path(), &rest);
     assert_eq!(s.passes, 5 * 8);
     assert_eq!(tree(dir.path()), tree(whole.path()));
@@ -164,28 +184,49 @@ fn shards_merge_to_the_single_run() {
 fn merge_checks_shards() {
     let root = tempfile::tempdir().unwrap();
     let shards = shard_dirs(3, root.path());
-    let err = merge(&shards[..2], &root.path().join("m1")).unwrap_err().to_string();
-    assert!(err.contains("shard(s) 2/3 missing"), "{err}");
-    let err = merge(&[shards[0].clone(), shards[0].clone()], &root.path().join("m2"))
+    let err = merge(&shards[..2], &root.path().join("m1"))
         .unwrap_err()
         .to_string();
+    assert!(err.contains("shard(s) 2/3 missing"), "{err}");
+    let err = merge(
+        &[shards[0].clone(), shards[0].clone()],
+        &root.path().join("m2"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("given twice"), "{err}");
     // An incomplete shard.
     let victim = Store::open(&shards[1]).unwrap();
     let unit = victim.manifest().units_of(victim.manifest().shard)[0];
     let pair = victim.manifest().pairs[unit.pair].clone();
-    std::fs::remove_file(semi_tickets::store::manifest::score_path(&shards[1], &pair, unit.chunk))
-        .unwrap();
-    let err = merge(&shards, &root.path().join("m3")).unwrap_err().to_string();
-    assert!(err.contains("shard 1/3") && err.contains("incomplete"), "{err}");
+    std::fs::remove_file(semi_tickets::store::manifest::score_path(
+        &shards[1], &pair, unit.chunk,
+    ))
+    .unwrap();
+    let err = merge(&shards, &root.path().join("m3"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("shard 1/3") && err.contains("incomplete"),
+        "{err}"
+    );
     assert!(!root.path().join("m3").exists());
     // A shard made with another model.
     let other = root.path().join("other");
     let mut p = FakeProber::new(FakeProber::small_fingerprint("another-model"));
-    collect(&other, &mut p, &request(7, Some(Shard::new(1, 3).unwrap())), &mut |_| {}).unwrap();
-    let err = merge(&[shards[0].clone(), other, shards[2].clone()], &root.path().join("m4"))
-        .unwrap_err()
-        .to_string();
+    collect(
+        &other,
+        &mut p,
+        &request(7, Some(Shard::new(1, 3).unwrap())),
+        &mut |_| {},
+    )
+    .unwrap();
+    let err = merge(
+        &[shards[0].clone(), other, shards[2].clone()],
+        &root.path().join("m4"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("model: fake-model vs another-model"), "{err}");
     // Not shards at all.
     let whole = root.path().join("whole");
@@ -209,7 +250,13 @@ fn refusals() {
         .to_string();
     assert!(err.contains("cannot be mixed"), "{err}");
     // Another seed, another shard.
-    let err = run_err(dir.path(), &CollectRequest { seed: 1, ..request(4, None) });
+    let err = run_err(
+        dir.path(),
+        &CollectRequest {
+            seed: 1,
+            ..request(4, None)
+        },
+    );
     assert!(err.contains("seed 42, not 1"), "{err}");
     let err = run_err(dir.path(), &request(4, Some(Shard::new(0, 2).unwrap())));
     assert!(err.contains("same shard"), "{err}");
@@ -217,7 +264,13 @@ fn refusals() {
     let err = run_err(&dir.path().join("new"), &request(0, None));
     assert!(err.contains("N must be at least 1"), "{err}");
     assert!(!dir.path().join("new").exists());
-    let err = run_err(&dir.path().join("new"), &CollectRequest { pairs: vec![], ..request(3, None) });
+    let err = run_err(
+        &dir.path().join("new"),
+        &CollectRequest {
+            pairs: vec![],
+            ..request(3, None)
+        },
+    );
     assert!(err.contains("no pairs"), "{err}");
     let junk = tempfile::tempdir().unwrap();
     std::fs::write(junk.path().join("notes.txt"), b"x").unwrap();
@@ -244,7 +297,10 @@ fn incomplete_pairs_are_refused_by_selection() {
 fn pairs_file_drives_a_collect() {
     let dir = tempfile::tempdir().unwrap();
     let pairs = parse_pairs("dog,car\n# comment\nhot dog , Car\n").unwrap();
-    let req = CollectRequest { pairs, ..request(2, None) };
+    let req = CollectRequest {
+        pairs,
+        ..request(2, None)
+    };
     run(dir.path(), &req);
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.categories(), ["car", "dog", "hot dog"]);

@@ -92,7 +92,9 @@ pub fn collect(
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
-                !(name.starts_with(crate::fsutil::TEMP_PREFIX) || name == "noise" || name == "scores")
+                !(name.starts_with(crate::fsutil::TEMP_PREFIX)
+                    || name == "noise"
+                    || name == "scores")
             });
         if let Some(e) = entries.next() {
             bail!(
@@ -129,7 +131,8 @@ pub fn collect(
                 );
             }
             if old.shard != request.shard {
-                let show = |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
+                let show =
+                    |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
                 bail!(
                     "the store {} was collected as {}, this run is {}; a store continues only as \
                      the same shard",
@@ -263,7 +266,13 @@ pub fn collect(
     })
 }
 
-fn check_map(map: &[f32], cells: usize, category: &str, pair: (&str, &str), image: usize) -> Result<()> {
+fn check_map(
+    map: &[f32],
+    cells: usize,
+    category: &str,
+    pair: (&str, &str),
+    image: usize,
+) -> Result<()> {
     if map.len() != cells {
         bail!(
             "the prober returned {} scores for {category:?} (pair {},{} image {image}); the grid has {cells} cells",
@@ -306,7 +315,10 @@ fn write_noise(dir: &Path, m: &Manifest) -> Result<()> {
         }
         let mut values = Vec::with_capacity(range.len() * m.fingerprint.image_len());
         for k in range {
-            values.extend(image_to_blocks(&m.fingerprint, &noise_values(&m.fingerprint, m.seed, k)));
+            values.extend(image_to_blocks(
+                &m.fingerprint,
+                &noise_values(&m.fingerprint, m.seed, k),
+            ));
         }
         write_atomic(&path, &f32_bytes(&values))?;
     }

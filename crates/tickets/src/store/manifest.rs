@@ -120,7 +120,11 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest> {
         let path = manifest_path(dir);
         let text = std::fs::read_to_string(&path).with_context(|| {
-            format!("{} is not a ticket store (cannot read {})", dir.display(), path.display())
+            format!(
+                "{} is not a ticket store (cannot read {})",
+                dir.display(),
+                path.display()
+            )
         })?;
         let m: Manifest = serde_json::from_str(&text)
             .with_context(|| format!("malformed store manifest {}", path.display()))?;

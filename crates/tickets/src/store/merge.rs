@@ -63,7 +63,11 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         let fm = first.manifest();
         same("seed", fm.seed.to_string(), m.seed.to_string())?;
         same("N", fm.n_images.to_string(), m.n_images.to_string())?;
-        same("chunk size", fm.chunk_images.to_string(), m.chunk_images.to_string())?;
+        same(
+            "chunk size",
+            fm.chunk_images.to_string(),
+            m.chunk_images.to_string(),
+        )?;
         same("shard count", count.to_string(), shard.count.to_string())?;
         same(
             "categories",

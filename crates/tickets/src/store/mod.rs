@@ -38,7 +38,9 @@ use crate::names::{normalize_category, Pair};
 pub use manifest::{Manifest, Unit, DEFAULT_CHUNK_IMAGES, FORMAT};
 
 #[cfg(target_endian = "big")]
-compile_error!("the ticket store maps little-endian f32 files directly; big-endian hosts are not supported");
+compile_error!(
+    "the ticket store maps little-endian f32 files directly; big-endian hosts are not supported"
+);
 
 /// An open store: manifest plus memory-mapped noise; score files are mapped on first use.
 pub struct Store {
@@ -189,7 +191,11 @@ impl Store {
             for cell in 0..self.cells() {
                 got.extend_from_slice(self.block(k, cell)?);
             }
-            if got.iter().zip(&want).any(|(a, b)| a.to_bits() != b.to_bits()) {
+            if got
+                .iter()
+                .zip(&want)
+                .any(|(a, b)| a.to_bits() != b.to_bits())
+            {
                 bail!(
                     "store {}: noise image {k} differs from torch.randn with seed {} + {k}; the \
                      store is damaged",
@@ -256,7 +262,9 @@ impl Store {
         for c in 0..m.n_chunks() {
             let path = manifest::score_path(&self.dir, pair, c);
             let want = m.chunk_range(c).len() * m.score_row_bytes();
-            let len = std::fs::metadata(&path).map(|md| md.len() as usize).unwrap_or(0);
+            let len = std::fs::metadata(&path)
+                .map(|md| md.len() as usize)
+                .unwrap_or(0);
             if len != want {
                 let range = m.chunk_range(c);
                 bail!(
@@ -285,7 +293,11 @@ impl Store {
             )
         })?;
         if out.len() != self.n_blocks() {
-            bail!("score buffer has {} entries, the store {} blocks", out.len(), self.n_blocks());
+            bail!(
+                "score buffer has {} entries, the store {} blocks",
+                out.len(),
+                self.n_blocks()
+            );
         }
         let row = if pair.a() == i { 0 } else { 1 };
         let cells = self.cells();
@@ -335,7 +347,12 @@ impl Store {
 
 fn list_names(names: &[String]) -> String {
     const MAX: usize = 20;
-    let mut s = names.iter().take(MAX).cloned().collect::<Vec<_>>().join(", ");
+    let mut s = names
+        .iter()
+        .take(MAX)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if names.len() > MAX {
         s.push_str(&format!(", ... ({} more)", names.len() - MAX));
     }
