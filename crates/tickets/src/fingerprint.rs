@@ -1,7 +1,10 @@
 //! What a store's scores depend on. Two stores (or shards) mix only if their fingerprints are
 //! equal field by field; a mismatch is an error that names the differing fields.
 
-use anyhow::{bail, Result};
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use semi_layout::Grid;
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +154,41 @@ impl ProbeFingerprint {
     }
 }
 
+/// SHA-256 (hex) over `files` in the order given, each contributing its file name (not its
+/// directory, so a moved model keeps its hash), its length and its bytes. Meant for
+/// [`ProbeFingerprint::model`]: pass the UNet and text-encoder weights and configs. It reads every
+/// byte (about 4 GB for SD 1.5 in f32, tens of seconds), so callers may cache it.
+pub fn hash_files(files: &[&Path]) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for path in files {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} has no file name", path.display()))?;
+        let mut file = std::fs::File::open(path)
+            .with_context(|| format!("cannot open {} to hash it", path.display()))?;
+        let len = file.metadata()?.len();
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_encoded_bytes());
+        hasher.update(len.to_le_bytes());
+        loop {
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +229,20 @@ mod tests {
         assert!(err.contains("model: abc vs xyz"), "{err}");
         assert!(err.contains("timestep: 981 vs 1"), "{err}");
         sd().ensure_same(&sd(), "x").unwrap();
+    }
+
+    #[test]
+    fn file_hash_depends_on_names_and_bytes() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a.json"), d.path().join("b.json"));
+        std::fs::write(&a, b"{}").unwrap();
+        std::fs::write(&b, b"{}").unwrap();
+        let h = hash_files(&[&a]).unwrap();
+        assert_eq!(h.len(), 64);
+        assert_ne!(h, hash_files(&[&b]).unwrap());
+        std::fs::write(&a, b"{ }").unwrap();
+        assert_ne!(h, hash_files(&[&a]).unwrap());
+        assert!(hash_files(&[&d.path().join("missing")]).is_err());
     }
 
     #[test]
