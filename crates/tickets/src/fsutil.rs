@@ -82,9 +82,10 @@ pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
 }
 
 /// An exclusive advisory lock on a directory (flock on the directory itself, so no lock file
-/// is left behind and a killed process releases it). Held until dropped.
+/// is left behind and a killed process releases it). Held until dropped. On a file system that
+/// cannot lock (some network file systems) the lock is skipped rather than failing the run.
 pub struct DirLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 impl DirLock {
@@ -92,14 +93,12 @@ impl DirLock {
     pub fn acquire(dir: &Path) -> Result<DirLock> {
         let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
         match file.try_lock() {
-            Ok(()) => Ok(DirLock { _file: file }),
+            Ok(()) => Ok(DirLock { _file: Some(file) }),
             Err(fs::TryLockError::WouldBlock) => bail!(
                 "{} is in use by another process (a collect or merge is running on it)",
                 dir.display()
             ),
-            Err(fs::TryLockError::Error(e)) => {
-                Err(e).with_context(|| format!("cannot lock {}", dir.display()))
-            }
+            Err(fs::TryLockError::Error(_)) => Ok(DirLock { _file: None }),
         }
     }
 }
