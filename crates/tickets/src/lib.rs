@@ -33,7 +33,7 @@ pub use latents::{load_latents, save_latents, Latents};
 pub use names::{all_pairs, parse_category_list, parse_pairs, read_pairs_file, Pair};
 pub use prober::{min_max_normalize, FakeProber, Prober};
 pub use select::{select, AuthorsThresholds, Rule, Selection, SelectionReport, SetReport};
-pub use shard::Shard;
+pub use shard::{Shard, SlurmArray};
 pub use store::collect::{collect, CollectRequest, CollectSummary, Progress};
 pub use store::merge::{merge, MergeSummary};
 pub use store::{Manifest, Store, StoreStatus};
