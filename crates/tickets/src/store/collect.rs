@@ -92,9 +92,9 @@ pub fn collect(
             .filter_map(|e| e.ok())
             .filter(|e| {
                 let name = e.file_name().to_string_lossy().to_string();
-                !(name.starts_with(crate::fsutil::TEMP_PREFIX)
-                    || name == "noise"
-                    || name == "scores")
+                // A crash before the first manifest write leaves at most its temp file; noise or
+                // scores without a manifest belong to some other collection: never reuse them.
+                !name.starts_with(crate::fsutil::TEMP_PREFIX)
             });
         if let Some(e) = entries.next() {
             bail!(
