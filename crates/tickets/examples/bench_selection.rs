@@ -1,0 +1,100 @@
+//! Selection timings on a synthetic 700-pair x 100-image store (80 categories, SD shapes).
+//! `cargo run --release -p semi-tickets --example bench_selection [STORE_DIR]`; the store is
+//! built there (or in a temporary directory) on first use and reused after.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use semi_tickets::bench::{build_synthetic_store, time_selection};
+use semi_tickets::{construct, InitMethod, InitOptions, Rule, Store};
+
+fn main() -> Result<()> {
+    let arg = std::env::args().nth(1);
+    let tmp = tempfile::tempdir()?;
+    let dir = arg
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("store"));
+    if !dir.join("manifest.json").exists() {
+        let t = Instant::now();
+        build_synthetic_store(&dir, 80, 700, 100, 0)?;
+        println!(
+            "built synthetic store in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let t = Instant::now();
+    let store = Store::open(&dir)?;
+    println!(
+        "Store::open (manifest, noise maps, randn check of 3 images): {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    println!(
+        "store: {} pairs, {} categories, {} images, {} blocks",
+        store.pairs().len(),
+        store.categories().len(),
+        store.n_images(),
+        store.n_blocks()
+    );
+    // The best-connected categories, so each request reads as many pairs as possible.
+    let mut cats: Vec<(usize, String)> = store
+        .categories()
+        .iter()
+        .map(|c| (store.partners(c).len(), c.clone()))
+        .collect();
+    cats.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let top: Vec<String> = cats.iter().map(|(_, c)| c.clone()).collect();
+    // Requests whose every pair is in the store (for the several-category rule).
+    let mut pick = vec![top[0].clone()];
+    for c in &top[1..] {
+        if pick.len() == 3 {
+            break;
+        }
+        if pick.iter().all(|p| store.partners(p).contains(&c.as_str())) {
+            pick.push(c.clone());
+        }
+    }
+    let requests: Vec<Vec<String>> = (1..=pick.len()).map(|k| pick[..k].to_vec()).collect();
+    for (name, rule) in [
+        ("paper", Rule::paper(0.5, 0.1)?),
+        ("authors", Rule::authors()),
+    ] {
+        println!("rule {name}:");
+        for t in time_selection(&dir, &requests, &rule, 20)? {
+            println!("  {t}");
+        }
+    }
+    // Construction on top of a two-category selection.
+    let sel = semi_tickets::select(&store, &requests[1], &Rule::paper(0.5, 0.3)?)?;
+    let layout = semi_layout::Layout::new(
+        "bench",
+        512,
+        512,
+        vec![
+            semi_layout::LayoutObject::new(
+                "a",
+                &requests[1][0],
+                semi_layout::BBox::new(0.0, 0.0, 0.6, 0.6)?,
+            ),
+            semi_layout::LayoutObject::new(
+                "b",
+                &requests[1][1],
+                semi_layout::BBox::new(0.4, 0.4, 1.0, 1.0)?,
+            ),
+        ],
+    );
+    for method in [InitMethod::SemI, InitMethod::ColourMatchedControl] {
+        let opts = InitOptions {
+            seed: 1,
+            method,
+            recalibrate: true,
+        };
+        let t = Instant::now();
+        let c = construct(&store, &layout, &sel, &opts)?;
+        println!(
+            "construct {method:?}: {:.3} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        std::hint::black_box(c);
+    }
+    Ok(())
+}

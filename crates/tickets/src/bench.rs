@@ -1,0 +1,114 @@
+//! Selection and construction timings on a synthetic store (the 700 pairs x 100 images),
+//! for `semi bench` and `cargo run --release -p semi-tickets --example bench_selection`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::names::{all_pairs, Pair};
+use crate::prober::FakeProber;
+use crate::select::{select, Rule};
+use crate::store::collect::{collect, CollectRequest};
+use crate::store::Store;
+
+/// `n_pairs` pairs spread evenly over `n_categories` categories `c00`, `c01`, ...: every
+/// `k`-th pair of all `n(n-1)/2` in canonical order, so every category has partners.
+pub fn synthetic_pairs(n_categories: usize, n_pairs: usize) -> Result<Vec<Pair>> {
+    let names: Vec<String> = (0..n_categories).map(|i| format!("c{i:02}")).collect();
+    let all = all_pairs(&names)?;
+    let step = (all.len() as f64 / n_pairs.max(1) as f64).max(1.0);
+    let mut out: Vec<Pair> = (0..n_pairs.min(all.len()))
+        .map(|i| all[(i as f64 * step) as usize].clone())
+        .collect();
+    out.dedup();
+    Ok(out)
+}
+
+/// Collect a synthetic SD-shaped store (latent 4x64x64, grid 16x16) with [`FakeProber`] into
+/// `dir`, one chunk per pair.
+pub fn build_synthetic_store(
+    dir: &Path,
+    n_categories: usize,
+    n_pairs: usize,
+    n_images: usize,
+    seed: u64,
+) -> Result<Store> {
+    let mut prober = FakeProber::new(FakeProber::sd_fingerprint("synthetic-bench"));
+    let request = CollectRequest {
+        pairs: synthetic_pairs(n_categories, n_pairs)?,
+        n_images,
+        seed,
+        shard: None,
+        chunk_images: Some(n_images),
+    };
+    collect(dir, &mut prober, &request, &mut |_| {})?;
+    Store::open(dir)
+}
+
+/// Timings of one selection request.
+#[derive(Debug, Clone)]
+pub struct SelectionTiming {
+    pub categories: Vec<String>,
+    /// Partner pairs read (sum over the request's categories).
+    pub pairs_read: usize,
+    /// On a freshly opened store (includes mapping the score files).
+    pub cold: Duration,
+    /// Median of `repeats` further runs on the same store.
+    pub warm_median: Duration,
+    /// Tickets per category, then background.
+    pub tickets: Vec<usize>,
+}
+
+impl std::fmt::Display for SelectionTiming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<16} pairs read {:>4}  cold {:>8.3} ms  warm {:>8.3} ms  tickets {:?}",
+            self.categories.join(","),
+            self.pairs_read,
+            self.cold.as_secs_f64() * 1e3,
+            self.warm_median.as_secs_f64() * 1e3,
+            self.tickets
+        )
+    }
+}
+
+/// Time [`select`] for each request on the store at `dir` (opened afresh per request for the
+/// cold time).
+pub fn time_selection(
+    dir: &Path,
+    requests: &[Vec<String>],
+    rule: &Rule,
+    repeats: usize,
+) -> Result<Vec<SelectionTiming>> {
+    let mut out = Vec::new();
+    for request in requests {
+        let store = Store::open(dir)?;
+        let t = Instant::now();
+        let sel = select(&store, request, rule)?;
+        let cold = t.elapsed();
+        let mut warm = Vec::with_capacity(repeats);
+        for _ in 0..repeats.max(1) {
+            let t = Instant::now();
+            std::hint::black_box(select(&store, request, rule)?);
+            warm.push(t.elapsed());
+        }
+        warm.sort();
+        let pairs_read = request.iter().map(|c| store.partners(c).len()).sum();
+        out.push(SelectionTiming {
+            categories: request.clone(),
+            pairs_read,
+            cold,
+            warm_median: warm[warm.len() / 2],
+            tickets: sel
+                .report
+                .categories
+                .iter()
+                .chain(std::iter::once(&sel.report.background))
+                .map(|s| s.tickets)
+                .collect(),
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,347 @@
+//! Filling a store: the `collect` driver (create, resume, extend, shard).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+
+use super::manifest::{self, Manifest, Unit, DEFAULT_CHUNK_IMAGES};
+use super::{image_to_blocks, noise_values};
+use crate::fsutil::{create_dir_durable, f32_bytes, remove_stale_temps, write_atomic, DirLock};
+use crate::names::Pair;
+use crate::prober::Prober;
+use crate::shard::Shard;
+
+/// What to collect.
+#[derive(Debug, Clone)]
+pub struct CollectRequest {
+    /// Pairs to score (see [`crate::names::all_pairs`] for "every pair of these categories").
+    pub pairs: Vec<Pair>,
+    /// N. An existing store keeps its N if larger; new pairs are scored on all its images.
+    pub n_images: usize,
+    pub seed: u64,
+    pub shard: Option<Shard>,
+    /// Images per chunk for a new store (default [`DEFAULT_CHUNK_IMAGES`]); an existing store
+    /// keeps its own.
+    pub chunk_images: Option<usize>,
+}
+
+/// Progress of a collect, reported after every probe call and every finished unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Units (pair, chunk) of this shard finished, including those done before this run.
+    pub units_done: usize,
+    pub units_total: usize,
+    /// Probe passes (image x pair) of this shard done, including those done before this run.
+    pub passes_done: usize,
+    pub passes_total: usize,
+    /// Passes already done when this run started (for a rate/ETA from this run's passes only).
+    pub passes_at_start: usize,
+}
+
+/// What a collect did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectSummary {
+    pub manifest: Manifest,
+    pub units_total: usize,
+    /// Units found complete and skipped.
+    pub units_skipped: usize,
+    /// Units computed (or completed) by this run.
+    pub units_computed: usize,
+    /// Probe passes run by this run.
+    pub passes: usize,
+    /// Stale temporary files of a killed run that were deleted.
+    pub stale_temps_removed: usize,
+}
+
+/// Collect scores into the store at `dir`, creating it, resuming it or extending it (new pairs,
+/// more images) as needed. Units are done in canonical order ([`Manifest::units`]), skipping
+/// finished ones; each unit's file is written atomically when it completes. `progress` is called
+/// at the start, after each probe call and after each unit.
+///
+/// Refuses (with an error naming the difference) a store made with another fingerprint, seed or
+/// shard, and a directory that holds something else.
+pub fn collect(
+    dir: &Path,
+    prober: &mut dyn Prober,
+    request: &CollectRequest,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<CollectSummary> {
+    if request.n_images == 0 {
+        bail!("N must be at least 1 noise image");
+    }
+    if request.pairs.is_empty() {
+        bail!("nothing to collect: no pairs of categories given");
+    }
+    if request.chunk_images == Some(0) {
+        bail!("chunk size must be at least 1 image");
+    }
+    let fingerprint = prober.fingerprint();
+    fingerprint
+        .validate()
+        .context("the prober's fingerprint is invalid")?;
+
+    create_dir_durable(dir)?;
+    let _lock = DirLock::acquire(dir)?;
+    let manifest_path = manifest::manifest_path(dir);
+    let existing = if manifest_path.exists() {
+        Some(Manifest::read(dir)?)
+    } else {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                // A crash before the first manifest write leaves at most its temp file; noise or
+                // scores without a manifest belong to some other collection: never reuse them.
+                !name.starts_with(crate::fsutil::TEMP_PREFIX)
+            });
+        if let Some(e) = entries.next() {
+            bail!(
+                "{} is not empty and has no manifest.json (found {:?}); give an empty or new \
+                 directory for a new store",
+                dir.display(),
+                e.file_name()
+            );
+        }
+        None
+    };
+    let stale_temps_removed = remove_stale_temps(dir)?;
+
+    let manifest = match &existing {
+        None => Manifest::new(
+            fingerprint,
+            request.seed,
+            request.n_images,
+            request.chunk_images.unwrap_or(DEFAULT_CHUNK_IMAGES),
+            request.pairs.clone(),
+            request.shard,
+        )?,
+        Some(old) => {
+            old.fingerprint.ensure_same(
+                &fingerprint,
+                &format!("the store {} and this probe", dir.display()),
+            )?;
+            if old.seed != request.seed {
+                bail!(
+                    "the store {} was collected with seed {}, not {}; use its seed or another store",
+                    dir.display(),
+                    old.seed,
+                    request.seed
+                );
+            }
+            if old.shard != request.shard {
+                let show =
+                    |s: Option<Shard>| s.map_or("no shard".to_string(), |s| format!("shard {s}"));
+                bail!(
+                    "the store {} was collected as {}, this run is {}; a store continues only as \
+                     the same shard",
+                    dir.display(),
+                    show(old.shard),
+                    show(request.shard)
+                );
+            }
+            let mut pairs = old.pairs.clone();
+            pairs.extend(request.pairs.iter().cloned());
+            Manifest::new(
+                old.fingerprint.clone(),
+                old.seed,
+                old.n_images.max(request.n_images),
+                old.chunk_images,
+                pairs,
+                old.shard,
+            )?
+        }
+    };
+    if existing.as_ref() != Some(&manifest) {
+        write_atomic(&manifest_path, &manifest.to_bytes())?;
+    }
+    write_noise(dir, &manifest)?;
+
+    // Plan: this shard's units and how far each got.
+    let units = manifest.units_of(manifest.shard);
+    let mut done_before = Vec::with_capacity(units.len());
+    for u in &units {
+        done_before.push(unit_images_done(dir, &manifest, *u)?);
+    }
+    let mut p = Progress {
+        units_done: 0,
+        units_total: units.len(),
+        passes_done: 0,
+        passes_total: 0,
+        passes_at_start: 0,
+    };
+    for (u, have) in units.iter().zip(&done_before) {
+        let len = manifest.chunk_range(u.chunk).len();
+        p.passes_total += len;
+        p.passes_done += have;
+        if *have == len {
+            p.units_done += 1;
+        }
+    }
+    p.passes_at_start = p.passes_done;
+    let units_skipped = p.units_done;
+    progress(&p);
+
+    let f = &manifest.fingerprint;
+    let shape = [1, f.latent[0], f.latent[1], f.latent[2]];
+    let batch = prober.pairs_per_pass().max(1);
+    let mut passes = 0;
+    let mut units_computed = 0;
+    let mut i = 0;
+    while i < units.len() {
+        // The pending units of one chunk, grouped by how many images they already have.
+        let chunk = units[i].chunk;
+        let mut j = i;
+        while j < units.len() && units[j].chunk == chunk {
+            j += 1;
+        }
+        let range = manifest.chunk_range(chunk);
+        let mut pending: Vec<(Unit, usize)> = (i..j)
+            .filter(|&k| done_before[k] < range.len())
+            .map(|k| (units[k], done_before[k]))
+            .collect();
+        pending.sort_by_key(|(u, have)| (*have, u.pair));
+        let mut noise: Vec<Option<Tensor>> = vec![None; range.len()];
+        for group in pending.chunk_by(|a, b| a.1 == b.1) {
+            for batch_units in group.chunks(batch) {
+                let have = batch_units[0].1;
+                let pairs: Vec<(&str, &str)> = batch_units
+                    .iter()
+                    .map(|(u, _)| manifest.pairs[u.pair].as_strs())
+                    .collect();
+                let mut rows: Vec<Vec<f32>> = vec![Vec::new(); batch_units.len()];
+                for k in range.start + have..range.end {
+                    let slot = &mut noise[k - range.start];
+                    if slot.is_none() {
+                        let values = noise_values(f, manifest.seed, k);
+                        *slot = Some(Tensor::from_vec(values, &shape, &Device::Cpu)?);
+                    }
+                    let tensor = slot.as_ref().expect("noise filled");
+                    let maps = prober.probe_pairs(tensor, &pairs)?;
+                    if maps.len() != pairs.len() {
+                        bail!(
+                            "the prober returned {} results for {} pairs",
+                            maps.len(),
+                            pairs.len()
+                        );
+                    }
+                    for ((s1, s2), (row, pair)) in maps.iter().zip(rows.iter_mut().zip(&pairs)) {
+                        check_map(s1, f.cells(), pair.0, *pair, k)?;
+                        check_map(s2, f.cells(), pair.1, *pair, k)?;
+                        row.extend_from_slice(s1);
+                        row.extend_from_slice(s2);
+                    }
+                    passes += pairs.len();
+                    p.passes_done += pairs.len();
+                    progress(&p);
+                }
+                for ((u, have), row) in batch_units.iter().zip(&rows) {
+                    let path = manifest::score_path(dir, &manifest.pairs[u.pair], u.chunk);
+                    let mut bytes = if *have > 0 {
+                        let old = std::fs::read(&path)
+                            .with_context(|| format!("cannot read {}", path.display()))?;
+                        old[..have * manifest.score_row_bytes()].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    bytes.extend_from_slice(&f32_bytes(row));
+                    create_dir_durable(path.parent().expect("score dir"))?;
+                    write_atomic(&path, &bytes)?;
+                    units_computed += 1;
+                    p.units_done += 1;
+                    progress(&p);
+                }
+            }
+        }
+        i = j;
+    }
+    Ok(CollectSummary {
+        manifest,
+        units_total: units.len(),
+        units_skipped,
+        units_computed,
+        passes,
+        stale_temps_removed,
+    })
+}
+
+fn check_map(
+    map: &[f32],
+    cells: usize,
+    category: &str,
+    pair: (&str, &str),
+    image: usize,
+) -> Result<()> {
+    if map.len() != cells {
+        bail!(
+            "the prober returned {} scores for {category:?} (pair {},{} image {image}); the grid has {cells} cells",
+            map.len(),
+            pair.0,
+            pair.1
+        );
+    }
+    if let Some(v) = map.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        bail!(
+            "the prober returned score {v} for {category:?} (pair {},{} image {image}); scores \
+             must be min-max normalised to [0, 1]",
+            pair.0,
+            pair.1
+        );
+    }
+    Ok(())
+}
+
+/// Write (or grow) every noise chunk file that is missing or short.
+fn write_noise(dir: &Path, m: &Manifest) -> Result<()> {
+    create_dir_durable(&manifest::noise_dir(dir))?;
+    create_dir_durable(&manifest::scores_dir(dir))?;
+    for c in 0..m.n_chunks() {
+        let path = manifest::noise_path(dir, c);
+        let range = m.chunk_range(c);
+        let want = range.len() * m.noise_image_bytes();
+        let len = std::fs::metadata(&path).map(|md| md.len() as usize).ok();
+        if len == Some(want) {
+            continue;
+        }
+        if let Some(len) = len {
+            if len > want || len % m.noise_image_bytes() != 0 {
+                bail!(
+                    "noise file {} has {len} bytes, expected at most {want} in whole images; the \
+                     store is damaged",
+                    path.display()
+                );
+            }
+        }
+        let mut values = Vec::with_capacity(range.len() * m.fingerprint.image_len());
+        for k in range {
+            values.extend(image_to_blocks(
+                &m.fingerprint,
+                &noise_values(&m.fingerprint, m.seed, k),
+            ));
+        }
+        write_atomic(&path, &f32_bytes(&values))?;
+    }
+    Ok(())
+}
+
+/// How many images of unit `u` are stored (0 if its file is missing). Errors on a file whose
+/// size is not a whole number of images or exceeds the chunk.
+pub(crate) fn unit_images_done(dir: &Path, m: &Manifest, u: Unit) -> Result<usize> {
+    let path = manifest::score_path(dir, &m.pairs[u.pair], u.chunk);
+    let len = match std::fs::metadata(&path) {
+        Ok(md) => md.len() as usize,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    let row = m.score_row_bytes();
+    let max = m.chunk_range(u.chunk).len();
+    if len % row != 0 || len / row > max {
+        bail!(
+            "score file {} has {len} bytes, not a whole number of at most {max} images of {row} \
+             bytes; the store is damaged (delete the file and rerun collect)",
+            path.display()
+        );
+    }
+    Ok(len / row)
+}
