@@ -1,5 +1,6 @@
 //! The `semi` command.
 
+mod bench;
 mod generate;
 mod latents_file;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Generate one image from a prompt with Stable Diffusion (DDIM).
     Generate(generate::GenerateArgs),
+    /// Time the SD-1.5-size UNet, probe pass, text encoder and VAE decoder on the CPU.
+    Bench(bench::BenchArgs),
 }
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
@@ -70,6 +73,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Generate(args) => generate::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     if let Err(e) = result {
         report(&e);

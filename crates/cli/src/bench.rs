@@ -1,0 +1,47 @@
+//! `semi bench`: the SD-1.5-size CPU table of issue "CPU speed" (see `semi_diffusion::bench`).
+
+use anyhow::Result;
+use clap::Args;
+use semi_diffusion::bench::{markdown, run as run_bench, BenchOptions};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Timed runs per row (after one warm-up run); the table shows the median.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Image height in pixels (latents are height/8).
+    #[arg(long, default_value_t = 512)]
+    pub height: usize,
+    /// Image width in pixels.
+    #[arg(long, default_value_t = 512)]
+    pub width: usize,
+    /// Only rows whose name contains one of these words (e.g. `--only UNet --only probe`).
+    #[arg(long)]
+    pub only: Vec<String>,
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
+    anyhow::ensure!(
+        args.height % 64 == 0 && args.width % 64 == 0 && args.height > 0 && args.width > 0,
+        "--height and --width must be positive multiples of 64, got {}x{}",
+        args.height,
+        args.width
+    );
+    let opts = BenchOptions {
+        runs: args.runs,
+        height: args.height,
+        width: args.width,
+        only: args.only.clone(),
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    eprintln!(
+        "semi bench: SD-1.5-size models, random weights, f32, CPU ({threads} threads), {}x{}",
+        args.height, args.width
+    );
+    let rows = run_bench(&opts, &mut |what| eprintln!("  {what} ..."))?;
+    print!("{}", markdown(&rows));
+    Ok(())
+}
