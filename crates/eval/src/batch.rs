@@ -213,9 +213,15 @@ impl MethodDir {
         };
         let path = self.sidecar_path(&item.id);
         let mismatch = if side.format != SIDECAR_FORMAT {
-            Some(format!("format {:?}, expected {SIDECAR_FORMAT:?}", side.format))
+            Some(format!(
+                "format {:?}, expected {SIDECAR_FORMAT:?}",
+                side.format
+            ))
         } else if side.method != self.method {
-            Some(format!("method {:?}, expected {:?}", side.method, self.method))
+            Some(format!(
+                "method {:?}, expected {:?}",
+                side.method, self.method
+            ))
         } else if side.id != item.id {
             Some(format!("id {:?}, expected {:?}", side.id, item.id))
         } else if side.seed != item.seed {
@@ -248,7 +254,9 @@ impl MethodDir {
         };
         let mut paths = Vec::new();
         for e in entries {
-            let p = e.with_context(|| format!("cannot list {}", dir.display()))?.path();
+            let p = e
+                .with_context(|| format!("cannot list {}", dir.display()))?
+                .path();
             let name = p.file_name().unwrap_or_default().to_string_lossy();
             if name.starts_with("shard-") && name.ends_with(".json") {
                 paths.push(p);
@@ -404,7 +412,12 @@ pub fn merge(dir: &MethodDir, plan: &Plan) -> Result<MergeReport> {
     for m in &shards {
         let path = dir.manifest_path(m.shard);
         if m.format != MANIFEST_FORMAT || m.method != dir.method {
-            bail!("{}: manifest of format {:?}, method {:?}", path.display(), m.format, m.method);
+            bail!(
+                "{}: manifest of format {:?}, method {:?}",
+                path.display(),
+                m.format,
+                m.method
+            );
         }
         if m.plan_fingerprint != plan.fingerprint() {
             bail!(
@@ -434,7 +447,8 @@ pub fn merge(dir: &MethodDir, plan: &Plan) -> Result<MergeReport> {
         let ids: Vec<&str> = missing.iter().take(10).map(|i| i.id.as_str()).collect();
         let more = if missing.len() > 10 { ", ..." } else { "" };
         let mut owners: Vec<String> = Vec::new();
-        let counts: std::collections::BTreeSet<usize> = shards.iter().map(|m| m.shard.count).collect();
+        let counts: std::collections::BTreeSet<usize> =
+            shards.iter().map(|m| m.shard.count).collect();
         if counts.len() == 1 {
             let n = *counts.iter().next().expect("one count");
             let mut idx: Vec<usize> = missing.iter().map(|i| i.index % n).collect();
@@ -445,7 +459,10 @@ pub fn merge(dir: &MethodDir, plan: &Plan) -> Result<MergeReport> {
         let hint = if owners.is_empty() {
             String::new()
         } else {
-            format!("; rerun shard(s) {} (finished images are kept)", owners.join(", "))
+            format!(
+                "; rerun shard(s) {} (finished images are kept)",
+                owners.join(", ")
+            )
         };
         bail!(
             "method {:?}: {} of {} images are missing ({}{more}){hint}",
@@ -473,7 +490,9 @@ pub fn merge(dir: &MethodDir, plan: &Plan) -> Result<MergeReport> {
 
 fn unplanned_sidecars(dir: &MethodDir, plan: &Plan) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(&dir.dir).with_context(|| format!("cannot list {}", dir.dir.display()))? {
+    for e in
+        std::fs::read_dir(&dir.dir).with_context(|| format!("cannot list {}", dir.dir.display()))?
+    {
         let name = e?.file_name().to_string_lossy().into_owned();
         if let Some(id) = name.strip_suffix(".json") {
             if !id.starts_with(['_', '.']) && plan.get(id).is_none() {

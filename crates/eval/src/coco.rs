@@ -290,10 +290,18 @@ mod tests {
             "annotations": [{"id": 5, "image_id": 2, "category_id": 18, "bbox": [0,0,1,1]}]}"#;
         let e = format!("{:#}", CocoInstances::from_json(text).unwrap_err());
         assert_eq!(e, "annotations[0] (id 5): image_id 2 is not in `images`");
-        let text = text.replace("\"image_id\": 2", "\"image_id\": 1").replace("18, \"bbox", "17, \"bbox");
+        let text = text
+            .replace("\"image_id\": 2", "\"image_id\": 1")
+            .replace("18, \"bbox", "17, \"bbox");
         let e = format!("{:#}", CocoInstances::from_json(&text).unwrap_err());
-        assert_eq!(e, "annotations[0] (id 5): category_id 17 is not in `categories`");
-        let e = format!("{:#}", CocoInstances::from_json("{\"images\": [").unwrap_err());
+        assert_eq!(
+            e,
+            "annotations[0] (id 5): category_id 17 is not in `categories`"
+        );
+        let e = format!(
+            "{:#}",
+            CocoInstances::from_json("{\"images\": [").unwrap_err()
+        );
         assert!(e.starts_with("not a COCO instances file: EOF"), "{e}");
     }
 }

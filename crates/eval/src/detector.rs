@@ -200,7 +200,10 @@ impl CocoResults {
             };
             let [x, y, w, h] = e.bbox;
             if !e.bbox.iter().all(|v| v.is_finite()) || w < 0.0 || h < 0.0 {
-                bail!("results entry {k}: bbox {:?} is not a box [x, y, w, h]", e.bbox);
+                bail!(
+                    "results entry {k}: bbox {:?} is not a box [x, y, w, h]",
+                    e.bbox
+                );
             }
             if !e.score.is_finite() {
                 bail!("results entry {k}: score {} is not a number", e.score);
@@ -209,11 +212,14 @@ impl CocoResults {
                 below_threshold += 1;
                 continue;
             }
-            by_id.entry(sample.to_string()).or_default().push(Detection {
-                category: category.clone(),
-                bbox: [x, y, x + w, y + h],
-                score: e.score,
-            });
+            by_id
+                .entry(sample.to_string())
+                .or_default()
+                .push(Detection {
+                    category: category.clone(),
+                    bbox: [x, y, x + w, y + h],
+                    score: e.score,
+                });
         }
         Ok(CocoResults {
             name: "coco-results".to_string(),
@@ -274,7 +280,11 @@ mod tests {
         assert_eq!(r.below_threshold, 1);
         assert_eq!(
             r.for_id("139"),
-            &[Detection { category: "dog".into(), bbox: [10.0, 20.0, 40.0, 60.0], score: 0.9 }]
+            &[Detection {
+                category: "dog".into(),
+                bbox: [10.0, 20.0, 40.0, 60.0],
+                score: 0.9
+            }]
         );
         assert_eq!(r.for_id("a")[0].category, "teddy bear");
         assert!(r.for_id("nothing").is_empty());
@@ -282,22 +292,53 @@ mod tests {
 
     #[test]
     fn unknown_images_and_categories_are_errors() {
-        let e = format!("{:#}", CocoResults::from_json(
-            r#"[{"image_id": 139, "category_id": 18, "bbox": [0,0,1,1], "score": 1},
+        let e = format!(
+            "{:#}",
+            CocoResults::from_json(
+                r#"[{"image_id": 139, "category_id": 18, "bbox": [0,0,1,1], "score": 1},
                 {"image_id": 140, "category_id": 18, "bbox": [0,0,1,1], "score": 1}]"#,
-            &ids(), &CategoryMap::coco(), 0.0).unwrap_err());
+                &ids(),
+                &CategoryMap::coco(),
+                0.0
+            )
+            .unwrap_err()
+        );
         assert_eq!(e, "results entry 1: image_id 140 is not one of the 2 evaluated images (check the image id map)");
-        let e = format!("{:#}", CocoResults::from_json(
-            r#"[{"image_id": 139, "category_id": 12, "bbox": [0,0,1,1], "score": 1}]"#,
-            &ids(), &CategoryMap::coco(), 0.0).unwrap_err());
-        assert!(e.starts_with("results entry 0: category_id 12 is not a known category"), "{e}");
-        let e = format!("{:#}", CocoResults::from_json(
-            r#"[{"image_id": 139, "category_id": 18, "bbox": [0,0,-1,1], "score": 1}]"#,
-            &ids(), &CategoryMap::coco(), 0.0).unwrap_err());
+        let e = format!(
+            "{:#}",
+            CocoResults::from_json(
+                r#"[{"image_id": 139, "category_id": 12, "bbox": [0,0,1,1], "score": 1}]"#,
+                &ids(),
+                &CategoryMap::coco(),
+                0.0
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.starts_with("results entry 0: category_id 12 is not a known category"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            CocoResults::from_json(
+                r#"[{"image_id": 139, "category_id": 18, "bbox": [0,0,-1,1], "score": 1}]"#,
+                &ids(),
+                &CategoryMap::coco(),
+                0.0
+            )
+            .unwrap_err()
+        );
         assert!(e.contains("is not a box"), "{e}");
-        let e = format!("{:#}", CocoResults::from_json(
-            r#"[{"image_id": 139, "category_id": 18, "bbox": [0,0,1,1]}]"#,
-            &ids(), &CategoryMap::coco(), 0.0).unwrap_err());
+        let e = format!(
+            "{:#}",
+            CocoResults::from_json(
+                r#"[{"image_id": 139, "category_id": 18, "bbox": [0,0,1,1]}]"#,
+                &ids(),
+                &CategoryMap::coco(),
+                0.0
+            )
+            .unwrap_err()
+        );
         assert!(e.contains("missing field `score`"), "{e}");
     }
 
@@ -307,7 +348,9 @@ mod tests {
         assert_eq!(m.0[&0], "circle");
         let m = CategoryMap::from_json(r#"{"images": [], "categories": [{"id": 3, "name": "car", "supercategory": "vehicle"}]}"#).unwrap();
         assert_eq!(m.0[&3], "car");
-        assert!(CategoryMap::from_json(r#"[{"id": 0, "name": "a"}, {"id": 0, "name": "b"}]"#).is_err());
+        assert!(
+            CategoryMap::from_json(r#"[{"id": 0, "name": "a"}, {"id": 0, "name": "b"}]"#).is_err()
+        );
     }
 
     #[test]
@@ -319,6 +362,13 @@ mod tests {
             }
         }
         let d = ToyDetector::default().detect_image(&img);
-        assert_eq!(d, vec![Detection { category: "square".into(), bbox: [6.0, 4.0, 16.0, 12.0], score: 1.0 }]);
+        assert_eq!(
+            d,
+            vec![Detection {
+                category: "square".into(),
+                bbox: [6.0, 4.0, 16.0, 12.0],
+                score: 1.0
+            }]
+        );
     }
 }

@@ -38,7 +38,7 @@ fn fill(img: &mut RgbImage, x0: u32, y0: u32, x1: u32, y1: u32, color: [u8; 3]) 
 
 // Geometry of the chart, in pixels.
 const SCALE: u32 = 2; // font scale
-const BAR: u32 = 22;
+const BAR: u32 = 26;
 const BAR_GAP: u32 = 3;
 const GROUP_GAP: u32 = 36;
 const LEFT: u32 = 90;
@@ -50,8 +50,8 @@ const LEGEND_ROW: u32 = 24;
 
 /// The grouped bar chart of `rows` (method name, summary): two panels, mean IoU (0..1) and
 /// success rate (0..100 %), each with groups ALL / SMALL / MEDIUM / LARGE (object counts under
-/// each group, from the first method) and one coloured bar per method; legend on top. An empty
-/// subset has no bar.
+/// each group, from the first method) and one coloured bar per method with its value on top;
+/// legend on top. An empty subset has no bar.
 pub fn bar_chart(rows: &[(String, Summary)]) -> Result<RgbImage> {
     if rows.is_empty() {
         bail!("a chart needs at least one method");
@@ -72,14 +72,29 @@ pub fn bar_chart(rows: &[(String, Summary)]) -> Result<RgbImage> {
 
     for (k, (method, _)) in rows.iter().enumerate() {
         let y = 16 + k as u32 * LEGEND_ROW;
-        fill(&mut img, LEFT, y, LEFT + 18, y + 16, PALETTE[k % PALETTE.len()]);
+        fill(
+            &mut img,
+            LEFT,
+            y,
+            LEFT + 18,
+            y + 16,
+            PALETTE[k % PALETTE.len()],
+        );
         draw_text(&mut img, LEFT + 28, y + 1, method, SCALE, BLACK);
     }
 
     type Value = fn(&Stats) -> Option<f64>;
     let panels: [(&str, Value, [&str; 6]); 2] = [
-        ("MEAN IOU", Stats::mean_iou, ["0", "0.2", "0.4", "0.6", "0.8", "1"]),
-        ("SUCCESS RATE %", Stats::success_rate, ["0", "20", "40", "60", "80", "100"]),
+        (
+            "MEAN IOU",
+            Stats::mean_iou,
+            ["0", "0.2", "0.4", "0.6", "0.8", "1"],
+        ),
+        (
+            "SUCCESS RATE %",
+            Stats::success_rate,
+            ["0", "20", "40", "60", "80", "100"],
+        ),
     ];
     for (p, (title, value, ticks)) in panels.iter().enumerate() {
         let top = 16 + legend_h + p as u32 * panel_h;
@@ -89,7 +104,14 @@ pub fn bar_chart(rows: &[(String, Summary)]) -> Result<RgbImage> {
             let y = base - t as u32 * PLOT_H / 5;
             fill(&mut img, LEFT, y, LEFT + plot_w, y + 1, GRID);
             let lw = text_width(label, SCALE);
-            draw_text(&mut img, LEFT - 8 - lw, y.saturating_sub(GLYPH_HEIGHT * SCALE / 2), label, SCALE, BLACK);
+            draw_text(
+                &mut img,
+                LEFT - 8 - lw,
+                y.saturating_sub(GLYPH_HEIGHT * SCALE / 2),
+                label,
+                SCALE,
+                BLACK,
+            );
         }
         fill(&mut img, LEFT, y_top, LEFT + 1, base + 1, BLACK);
         fill(&mut img, LEFT, base, LEFT + plot_w, base + 1, BLACK);
@@ -110,17 +132,55 @@ pub fn bar_chart(rows: &[(String, Summary)]) -> Result<RgbImage> {
                     _ => &summary.large,
                 };
                 if let Some(v) = value(stats) {
-                    let h = (v.clamp(0.0, 1.0) * f64::from(PLOT_H)).round() as u32;
+                    let v = v.clamp(0.0, 1.0);
+                    let h = (v * f64::from(PLOT_H)).round() as u32;
                     let x = gx + k as u32 * (BAR + BAR_GAP);
-                    fill(&mut img, x, base - h, x + BAR, base, PALETTE[k % PALETTE.len()]);
+                    fill(
+                        &mut img,
+                        x,
+                        base - h,
+                        x + BAR,
+                        base,
+                        PALETTE[k % PALETTE.len()],
+                    );
+                    // Value above the bar, small font (at most 4 characters fit a bar).
+                    let label = match p {
+                        0 => format!("{v:.2}"),
+                        _ if v >= 0.9995 => "100".to_string(),
+                        _ => format!("{:.1}", 100.0 * v),
+                    };
+                    let lw = text_width(&label, 1);
+                    let ly = (base - h).saturating_sub(GLYPH_HEIGHT + 3);
+                    draw_text(
+                        &mut img,
+                        x + BAR.saturating_sub(lw) / 2,
+                        ly,
+                        &label,
+                        1,
+                        BLACK,
+                    );
                 }
             }
             let cx = gx + group_w / 2;
             let lw = text_width(label, SCALE);
-            draw_text(&mut img, cx.saturating_sub(lw / 2), base + 10, label, SCALE, BLACK);
+            draw_text(
+                &mut img,
+                cx.saturating_sub(lw / 2),
+                base + 10,
+                label,
+                SCALE,
+                BLACK,
+            );
             let c = format!("N={count}");
             let cw = text_width(&c, SCALE);
-            draw_text(&mut img, cx.saturating_sub(cw / 2), base + 34, &c, SCALE, BLACK);
+            draw_text(
+                &mut img,
+                cx.saturating_sub(cw / 2),
+                base + 34,
+                &c,
+                SCALE,
+                BLACK,
+            );
         }
     }
     Ok(img)
@@ -173,7 +233,10 @@ pub fn method_sheet(
             })
             .collect();
         if let Some(all) = detections {
-            let dets = all.iter().find(|(id, _)| *id == it.id).map(|(_, d)| d.as_slice());
+            let dets = all
+                .iter()
+                .find(|(id, _)| *id == it.id)
+                .map(|(_, d)| d.as_slice());
             for d in dets.unwrap_or(&[]) {
                 let wanted = it
                     .layout
@@ -192,7 +255,11 @@ pub fn method_sheet(
         }
         tiles.push(Tile { image, outlines });
     }
-    let largest = images.iter().map(|i| i.width().max(i.height())).max().unwrap_or(1);
+    let largest = images
+        .iter()
+        .map(|i| i.width().max(i.height()))
+        .max()
+        .unwrap_or(1);
     let cfg = SheetConfig {
         columns: columns.max(1),
         scale: (128 / largest.max(1)).max(1),
@@ -213,13 +280,25 @@ mod tests {
     use crate::metrics::Stats;
 
     fn stats(count: usize, iou_sum: f64, successes: usize) -> Stats {
-        Stats { count, iou_sum, successes }
+        Stats {
+            count,
+            iou_sum,
+            successes,
+        }
     }
 
     #[test]
     fn bars_have_the_measured_heights() {
-        let a = Summary { overall: stats(2, 1.0, 1), large: stats(2, 1.0, 1), ..Default::default() };
-        let b = Summary { overall: stats(2, 2.0, 2), large: stats(2, 2.0, 2), ..Default::default() };
+        let a = Summary {
+            overall: stats(2, 1.0, 1),
+            large: stats(2, 1.0, 1),
+            ..Default::default()
+        };
+        let b = Summary {
+            overall: stats(2, 2.0, 2),
+            large: stats(2, 2.0, 2),
+            ..Default::default()
+        };
         let img = bar_chart(&[("sd".into(), a), ("semi".into(), b)]).unwrap();
         let n = 2;
         let group_w = n * (BAR + BAR_GAP) - BAR_GAP;

@@ -120,7 +120,10 @@ mod tests {
         assert_eq!(text_width("1-", 1), 11);
         assert_eq!(text_width("", 2), 0);
         // Lower case is drawn as upper case; clipping at the border does not panic.
-        let (mut a, mut b) = (RgbImage::filled(8, 9, [0; 3]), RgbImage::filled(8, 9, [0; 3]));
+        let (mut a, mut b) = (
+            RgbImage::filled(8, 9, [0; 3]),
+            RgbImage::filled(8, 9, [0; 3]),
+        );
         draw_text(&mut a, 1, 1, "a", 1, [9; 3]);
         draw_text(&mut b, 1, 1, "A", 1, [9; 3]);
         assert_eq!(a, b);

@@ -123,9 +123,7 @@ pub fn score_layout(
             let iou = detections
                 .iter()
                 .filter(|d| same_category(&d.category, &o.category))
-                .map(|d| {
-                    f64::from(semi_toyworld::iou_xyxy(d.bbox.map(|v| v as f32), target))
-                })
+                .map(|d| f64::from(semi_toyworld::iou_xyxy(d.bbox.map(|v| v as f32), target)))
                 .fold(0.0, f64::max);
             let area = b.area() * cfg.reference_area();
             ObjectScore {
@@ -236,19 +234,24 @@ mod tests {
             100,
             objects
                 .iter()
-                .map(|(c, b)| {
-                    LayoutObject::new(*c, *c, BBox::from(b.map(|v| v / 100.0)))
-                })
+                .map(|(c, b)| LayoutObject::new(*c, *c, BBox::from(b.map(|v| v / 100.0))))
                 .collect(),
         )
     }
 
     fn det(c: &str, bbox: [f64; 4]) -> Detection {
-        Detection { category: c.into(), bbox, score: 1.0 }
+        Detection {
+            category: c.into(),
+            bbox,
+            score: 1.0,
+        }
     }
 
     fn ious(l: &Layout, d: &[Detection]) -> Vec<f64> {
-        score_layout("x", l, d, &MetricConfig::default()).iter().map(|s| s.iou).collect()
+        score_layout("x", l, d, &MetricConfig::default())
+            .iter()
+            .map(|s| s.iou)
+            .collect()
     }
 
     #[test]
@@ -262,11 +265,14 @@ mod tests {
 
     #[test]
     fn best_of_several_same_category_detections() {
-        let l = layout(&[("dog", [0.0, 0.0, 40.0, 40.0]), ("Cat", [50.0, 50.0, 70.0, 70.0])]);
+        let l = layout(&[
+            ("dog", [0.0, 0.0, 40.0, 40.0]),
+            ("Cat", [50.0, 50.0, 70.0, 70.0]),
+        ]);
         let d = [
-            det("dog", [0.0, 0.0, 20.0, 40.0]),  // 800 / 1600 = 0.5
-            det("dog", [10.0, 0.0, 40.0, 40.0]), // 1200 / 1600 = 0.75
-            det("DOG ", [0.0, 0.0, 40.0, 10.0]), // 0.25
+            det("dog", [0.0, 0.0, 20.0, 40.0]),   // 800 / 1600 = 0.5
+            det("dog", [10.0, 0.0, 40.0, 40.0]),  // 1200 / 1600 = 0.75
+            det("DOG ", [0.0, 0.0, 40.0, 10.0]),  // 0.25
             det("cat", [60.0, 50.0, 80.0, 70.0]), // 200 / 600 = 1/3
         ];
         let got = ious(&l, &d);
@@ -280,13 +286,26 @@ mod tests {
         assert_eq!(ious(&l, &[det("dog", [50.0, 0.0, 90.0, 50.0])]), [0.0]);
         assert_eq!(ious(&l, &[det("dog", [0.0, 50.0, 50.0, 90.0])]), [0.0]);
         // IoU exactly 0.5: the detection covers half the target and nothing else.
-        let s = score_layout("x", &l, &[det("dog", [0.0, 0.0, 25.0, 50.0])], &MetricConfig::default());
+        let s = score_layout(
+            "x",
+            &l,
+            &[det("dog", [0.0, 0.0, 25.0, 50.0])],
+            &MetricConfig::default(),
+        );
         assert_eq!(s[0].iou, 0.5);
         assert!(!s[0].success);
-        let s = score_layout("x", &l, &[det("dog", [0.0, 0.0, 26.0, 50.0])], &MetricConfig::default());
+        let s = score_layout(
+            "x",
+            &l,
+            &[det("dog", [0.0, 0.0, 26.0, 50.0])],
+            &MetricConfig::default(),
+        );
         assert!(s[0].success);
         // The threshold is configurable.
-        let cfg = MetricConfig { success_iou: 0.4, ..Default::default() };
+        let cfg = MetricConfig {
+            success_iou: 0.4,
+            ..Default::default()
+        };
         assert!(score_layout("x", &l, &[det("dog", [0.0, 0.0, 25.0, 50.0])], &cfg)[0].success);
     }
 
@@ -299,7 +318,16 @@ mod tests {
         assert_eq!(cfg.bucket(90_000.001), SizeBucket::Large);
         // A 150 x 150 box at 512 x 512 is exactly on the edge: medium; 149 wide: small.
         let side = |w: f64, h: f64| {
-            let mut l = Layout::new("t", 512, 512, vec![LayoutObject::new("a", "a", BBox::from([0.0, 0.0, w / 512.0, h / 512.0]))]);
+            let mut l = Layout::new(
+                "t",
+                512,
+                512,
+                vec![LayoutObject::new(
+                    "a",
+                    "a",
+                    BBox::from([0.0, 0.0, w / 512.0, h / 512.0]),
+                )],
+            );
             l.id = None;
             score_layout("x", &l, &[], &cfg)[0].size
         };
@@ -309,7 +337,16 @@ mod tests {
         assert_eq!(side(301.0, 300.0), SizeBucket::Large);
         // Other image sizes: by fraction of the image. Half the side of a 64 x 64 image is a
         // quarter of its area = 65536 px at 512 x 512: medium.
-        let l = Layout::new("t", 64, 64, vec![LayoutObject::new("a", "a", BBox::from([0.0, 0.0, 0.5, 0.5]))]);
+        let l = Layout::new(
+            "t",
+            64,
+            64,
+            vec![LayoutObject::new(
+                "a",
+                "a",
+                BBox::from([0.0, 0.0, 0.5, 0.5]),
+            )],
+        );
         let s = score_layout("x", &l, &[], &cfg);
         assert_eq!((s[0].area, s[0].size), (65_536.0, SizeBucket::Medium));
     }
@@ -317,10 +354,18 @@ mod tests {
     #[test]
     fn summary_counts_and_means() {
         let one = layout(&[("dog", [0.0, 0.0, 10.0, 10.0])]); // 1% of the image: small
-        let two = layout(&[("dog", [0.0, 0.0, 100.0, 100.0]), ("cat", [0.0, 0.0, 50.0, 50.0])]);
+        let two = layout(&[
+            ("dog", [0.0, 0.0, 100.0, 100.0]),
+            ("cat", [0.0, 0.0, 50.0, 50.0]),
+        ]);
         let cfg = MetricConfig::default();
         let mut scores = score_layout("a", &one, &[det("dog", [0.0, 0.0, 10.0, 10.0])], &cfg);
-        scores.extend(score_layout("b", &two, &[det("dog", [0.0, 0.0, 100.0, 50.0])], &cfg));
+        scores.extend(score_layout(
+            "b",
+            &two,
+            &[det("dog", [0.0, 0.0, 100.0, 50.0])],
+            &cfg,
+        ));
         let s = Summary::from_scores(&scores);
         assert_eq!((s.overall.count, s.overall.successes), (3, 1));
         assert!((s.overall.mean_iou().unwrap() - 0.5).abs() < 1e-12);
@@ -331,6 +376,9 @@ mod tests {
         assert_eq!(s.by_object_count[&2].count, 2);
         assert_eq!(Stats::default().mean_iou(), None);
         let json = serde_json::to_value(s.small).unwrap();
-        assert_eq!(json, serde_json::json!({"count": 1, "successes": 1, "mean_iou": 1.0, "success_rate": 1.0}));
+        assert_eq!(
+            json,
+            serde_json::json!({"count": 1, "successes": 1, "mean_iou": 1.0, "success_rate": 1.0})
+        );
     }
 }

@@ -28,7 +28,10 @@ struct Word {
 fn words(text: &str) -> Vec<Word> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         match (c.is_alphanumeric(), start) {
             (true, None) => start = Some(i),
             (false, Some(s)) => {
@@ -139,8 +142,11 @@ impl NameMatcher {
                 .iter()
                 .any(|&(j, m, d)| d != c && m > n && j <= i && i + n <= j + m)
         };
-        let mut kept: Vec<(usize, usize, usize)> =
-            found.iter().copied().filter(|m| !inside_longer(m)).collect();
+        let mut kept: Vec<(usize, usize, usize)> = found
+            .iter()
+            .copied()
+            .filter(|m| !inside_longer(m))
+            .collect();
         kept.sort();
         kept.into_iter()
             .map(|(i, n, c)| {
@@ -182,31 +188,53 @@ mod tests {
     }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn whole_words_plurals_and_case() {
         assert_eq!(named("A Dog sleeps."), pairs(&[("dog", "Dog")]));
-        assert_eq!(named("two dogs and the buses"), pairs(&[("dog", "dogs"), ("bus", "buses")]));
+        assert_eq!(
+            named("two dogs and the buses"),
+            pairs(&[("dog", "dogs"), ("bus", "buses")])
+        );
         assert_eq!(named("a doghouse and a hotdog"), pairs(&[]));
-        assert_eq!(named("the dog's bowl"), pairs(&[("dog", "dog"), ("bowl", "bowl")]));
-        assert_eq!(named("People with knives"), pairs(&[("person", "People"), ("knife", "knives")]));
+        assert_eq!(
+            named("the dog's bowl"),
+            pairs(&[("dog", "dog"), ("bowl", "bowl")])
+        );
+        assert_eq!(
+            named("People with knives"),
+            pairs(&[("person", "People"), ("knife", "knives")])
+        );
         assert_eq!(named("a man at a table"), pairs(&[]));
     }
 
     #[test]
     fn multi_word_names_and_shadowing() {
-        assert_eq!(named("Two traffic lights"), pairs(&[("traffic light", "traffic lights")]));
+        assert_eq!(
+            named("Two traffic lights"),
+            pairs(&[("traffic light", "traffic lights")])
+        );
         assert_eq!(named("a Hot dogs stand"), pairs(&[("hot dog", "Hot dogs")]));
-        assert_eq!(named("a teddy-bear"), pairs(&[("teddy bear", "teddy-bear")]));
+        assert_eq!(
+            named("a teddy-bear"),
+            pairs(&[("teddy bear", "teddy-bear")])
+        );
         assert_eq!(
             named("a bear hugs a teddy bear"),
             pairs(&[("bear", "bear"), ("teddy bear", "teddy bear")])
         );
         assert_eq!(named("a traffic jam"), pairs(&[]));
-        assert_eq!(named("wine glasses on a dining table"),
-            pairs(&[("wine glass", "wine glasses"), ("dining table", "dining table")]));
+        assert_eq!(
+            named("wine glasses on a dining table"),
+            pairs(&[
+                ("wine glass", "wine glasses"),
+                ("dining table", "dining table")
+            ])
+        );
         // Byte ranges point into the caption as written (multi-byte characters before).
         let m = coco().find("Café — a cat", "cat").unwrap();
         assert_eq!(&"Café — a cat"[m.start..m.end], "cat");
@@ -216,13 +244,22 @@ mod tests {
     fn aliases_widen_the_rule() {
         let names = vec!["person".to_string(), "dining table".to_string()];
         let mut aliases = BTreeMap::new();
-        aliases.insert("person".to_string(), vec!["man".to_string(), "woman".to_string()]);
+        aliases.insert(
+            "person".to_string(),
+            vec!["man".to_string(), "woman".to_string()],
+        );
         aliases.insert("dining table".to_string(), vec!["table".to_string()]);
         let m = NameMatcher::new(&names, &aliases);
         let found = m.mentions("A woman at a table");
         assert_eq!(found.len(), 2);
-        assert_eq!((found[0].category.as_str(), found[0].text.as_str()), ("person", "woman"));
-        assert_eq!((found[1].category.as_str(), found[1].text.as_str()), ("dining table", "table"));
+        assert_eq!(
+            (found[0].category.as_str(), found[0].text.as_str()),
+            ("person", "woman")
+        );
+        assert_eq!(
+            (found[1].category.as_str(), found[1].text.as_str()),
+            ("dining table", "table")
+        );
         // Irregular plurals of aliases are not guessed: "women" is not "woman" + s.
         assert_eq!(m.find("two women", "person"), None);
     }

@@ -65,7 +65,10 @@ pub fn item_seed(base_seed: u64, id: &str) -> u64 {
 /// punctuation allowed besides `.`, `_`, `-`.
 pub(crate) fn check_name(what: &str, name: &str, extra: &[char]) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c) || extra.contains(&c);
-    let first_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let first_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if !first_ok || name.len() > 128 || !name.chars().all(ok_char) {
         let allowed: String = extra.iter().map(|c| format!(" '{c}'")).collect();
         bail!(
@@ -82,7 +85,10 @@ impl Plan {
         let entries = layouts
             .into_iter()
             .enumerate()
-            .map(|(i, layout)| BatchEntry { line: i + 1, layout })
+            .map(|(i, layout)| BatchEntry {
+                line: i + 1,
+                layout,
+            })
             .collect();
         Plan::from_entries(entries, base_seed)
     }
@@ -101,7 +107,11 @@ impl Plan {
             let id = e.layout.id.clone().unwrap_or_else(|| format!("{index:06}"));
             check_name("id", &id, &[]).with_context(|| format!("line {}", e.line))?;
             if let Some(&first) = by_id.get(&id) {
-                bail!("line {}: id {id:?} is already used on line {}", e.line, lines[first]);
+                bail!(
+                    "line {}: id {id:?} is already used on line {}",
+                    e.line,
+                    lines[first]
+                );
             }
             let seed = e.layout.seed.unwrap_or_else(|| item_seed(base_seed, &id));
             let line = e.layout.to_json_line();
@@ -173,7 +183,12 @@ impl Plan {
             .map(|it| it.id.parse::<i64>().ok().filter(|n| *n >= 0))
             .collect();
         match numeric {
-            Some(nums) => self.items.iter().map(|it| it.id.clone()).zip(nums).collect(),
+            Some(nums) => self
+                .items
+                .iter()
+                .map(|it| it.id.clone())
+                .zip(nums)
+                .collect(),
             None => self
                 .items
                 .iter()
@@ -207,7 +222,11 @@ mod tests {
     #[test]
     fn ids_and_seeds() {
         let p = Plan::new(
-            vec![layout(Some("a"), None), layout(None, Some(7)), layout(None, None)],
+            vec![
+                layout(Some("a"), None),
+                layout(None, Some(7)),
+                layout(None, None),
+            ],
             42,
         )
         .unwrap();
@@ -231,20 +250,42 @@ mod tests {
     #[test]
     fn fingerprint_tracks_layouts_and_seeds() {
         let a = Plan::new(vec![layout(Some("a"), None)], 0).unwrap();
-        assert_eq!(a.fingerprint(), Plan::new(vec![layout(Some("a"), None)], 0).unwrap().fingerprint());
-        assert_ne!(a.fingerprint(), Plan::new(vec![layout(Some("a"), None)], 1).unwrap().fingerprint());
+        assert_eq!(
+            a.fingerprint(),
+            Plan::new(vec![layout(Some("a"), None)], 0)
+                .unwrap()
+                .fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            Plan::new(vec![layout(Some("a"), None)], 1)
+                .unwrap()
+                .fingerprint()
+        );
         let mut l = layout(Some("a"), None);
         l.prompt = "a square".into();
-        assert_ne!(a.fingerprint(), Plan::new(vec![l], 0).unwrap().fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            Plan::new(vec![l], 0).unwrap().fingerprint()
+        );
     }
 
     #[test]
     fn bad_ids_are_refused_with_their_line() {
-        let e = format!("{:#}", Plan::new(vec![layout(Some("a"), None), layout(Some("a"), None)], 0).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Plan::new(vec![layout(Some("a"), None), layout(Some("a"), None)], 0).unwrap_err()
+        );
         assert_eq!(e, "line 2: id \"a\" is already used on line 1");
         for bad in ["../x", ".hidden", "_merged", "a b", ""] {
-            let e = format!("{:#}", Plan::new(vec![layout(Some(bad), None)], 0).unwrap_err());
-            assert!(e.starts_with("line 1: id ") && e.contains("cannot name a file"), "{e}");
+            let e = format!(
+                "{:#}",
+                Plan::new(vec![layout(Some(bad), None)], 0).unwrap_err()
+            );
+            assert!(
+                e.starts_with("line 1: id ") && e.contains("cannot name a file"),
+                "{e}"
+            );
         }
         assert!(Plan::new(vec![], 0).is_err());
     }

@@ -28,7 +28,8 @@ fn iou(s: &Stats) -> String {
 }
 
 fn pct(s: &Stats) -> String {
-    s.success_rate().map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
+    s.success_rate()
+        .map_or("-".into(), |v| format!("{:.2}", 100.0 * v))
 }
 
 fn object_counts(results: &[MethodResult]) -> Vec<usize> {
@@ -42,7 +43,9 @@ fn object_counts(results: &[MethodResult]) -> Vec<usize> {
 /// The Markdown report (see the module docs).
 pub fn markdown_table(results: &[MethodResult]) -> String {
     let mut out = String::new();
-    out.push_str("| Method | IoU | IoU_s | IoU_m | IoU_l | R_suc % | R_suc^s % | R_suc^m % | R_suc^l % |\n");
+    out.push_str(
+        "| Method | IoU | IoU_s | IoU_m | IoU_l | R_suc % | R_suc^s % | R_suc^m % | R_suc^l % |\n",
+    );
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in results {
         let s = &r.summary;
@@ -92,7 +95,12 @@ pub fn markdown_table(results: &[MethodResult]) -> String {
         for r in results {
             let _ = write!(out, "| {} |", r.method);
             for n in &counts {
-                let st = r.summary.by_object_count.get(n).copied().unwrap_or_default();
+                let st = r
+                    .summary
+                    .by_object_count
+                    .get(n)
+                    .copied()
+                    .unwrap_or_default();
                 let _ = write!(out, " {} | {} |", iou(&st), pct(&st));
             }
             out.push('\n');
@@ -103,7 +111,12 @@ pub fn markdown_table(results: &[MethodResult]) -> String {
         let _ = write!(
             out,
             "\nDetector: {}. Success: IoU > {}. Sizes at {}x{}: small < {} px, large > {} px.\n",
-            r.detector, c.success_iou, c.reference_width, c.reference_height, c.small_below, c.large_above
+            r.detector,
+            c.success_iou,
+            c.reference_width,
+            c.reference_height,
+            c.small_below,
+            c.large_above
         );
     }
     out

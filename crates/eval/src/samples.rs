@@ -9,10 +9,12 @@
 //! 2. **Objects.** Every annotation is one object, so the object count is the box count (two dogs
 //!    make a two-object sample of category "dog" twice). Boxes are normalised by the image size
 //!    and clamped to [0, 1] (COCO boxes overrun their image by a fraction of a pixel now and then).
-//! 3. **Tiny boxes.** An image with a box smaller than `min_box_area` pixels once the image is
-//!    stretched to `width` x `height` (default 32 x 32 = 1024 px at 512 x 512: one ticket-grid
-//!    cell, the smallest region SemI can address) is excluded, as is one with a box that is empty
-//!    after clamping. 0 disables the check.
+//!    Coordinates are rounded to 6 decimals (a millionth of the image side, 0.0005 px at 512):
+//!    the JSONL stays short and reads back exactly.
+//! 3. **Tiny boxes.** An image with a box covering less than `min_box_fraction` of the image
+//!    (default 1/256: one cell of the 16 x 16 ticket grid, 32 x 32 px at 512 x 512, the smallest
+//!    region SemI can address) is excluded, as is one with a box that is empty after clamping
+//!    and rounding. 0 disables the check.
 //! 4. **Caption.** The image's captions are tried in caption-id order; the first that names every
 //!    box category (see [`crate::naming`] for what "names" means) makes the sample. At most one
 //!    sample per image, so no layout is evaluated twice. Whitespace runs in the caption are
@@ -48,8 +50,8 @@ pub struct SampleRule {
     /// Size of the layouts produced (and of the images to generate).
     pub width: u32,
     pub height: u32,
-    /// Smallest box area allowed, in pixels at `width` x `height`; see the module docs.
-    pub min_box_area: f64,
+    /// Smallest box area allowed, as a fraction of the image area; see the module docs.
+    pub min_box_fraction: f64,
     /// Extra names per category (none by default; see [`crate::naming`]).
     pub aliases: BTreeMap<String, Vec<String>>,
 }
@@ -61,7 +63,7 @@ impl Default for SampleRule {
             seed: 0,
             width: 512,
             height: 512,
-            min_box_area: 32.0 * 32.0,
+            min_box_fraction: 1.0 / 256.0,
             aliases: BTreeMap::new(),
         }
     }
@@ -102,11 +104,11 @@ pub struct Selection {
     pub stats: SelectionStats,
 }
 
-/// A normalised, clamped box; `None` when nothing is left of it.
+/// A normalised, clamped, rounded box; `None` when nothing is left of it.
 fn normalise(a: &CocoAnnotation, width: u32, height: u32) -> Option<BBox> {
     let [x, y, w, h] = a.bbox;
     let (iw, ih) = (f64::from(width), f64::from(height));
-    let c = |v: f64| v.clamp(0.0, 1.0);
+    let c = |v: f64| (v.clamp(0.0, 1.0) * 1e6).round() / 1e6;
     let b = [c(x / iw), c(y / ih), c((x + w) / iw), c((y + h) / ih)];
     if b.iter().all(|v| v.is_finite()) && b[0] < b[2] && b[1] < b[3] {
         Some(BBox::from(b))
@@ -129,7 +131,11 @@ pub fn select_samples(
     rule: &SampleRule,
 ) -> Result<Selection> {
     if rule.width == 0 || rule.height == 0 {
-        bail!("sample size {}x{} must be positive", rule.width, rule.height);
+        bail!(
+            "sample size {}x{} must be positive",
+            rule.width,
+            rule.height
+        );
     }
     if rule.counts.contains_key(&0) {
         bail!("an object count of 0 cannot be selected");
@@ -146,8 +152,6 @@ pub fn select_samples(
              list: are they from the same split (e.g. both val2017)?"
         );
     }
-    let target_area = f64::from(rule.width) * f64::from(rule.height);
-
     let mut stats = SelectionStats {
         images: instances.images.len(),
         ..Default::default()
@@ -176,7 +180,7 @@ pub fn select_samples(
             .collect();
         if norm
             .iter()
-            .any(|b| b.is_none_or(|b| b.area() * target_area < rule.min_box_area))
+            .any(|b| b.is_none_or(|b| b.area() < rule.min_box_fraction))
         {
             stats.with_tiny_box += 1;
             continue;
@@ -189,7 +193,11 @@ pub fn select_samples(
                 .map(|(a, b)| {
                     let cat = &names[&a.category_id];
                     let m = matcher.find(&prompt, cat)?;
-                    Some(LayoutObject::new(m.text, cat.clone(), b.expect("checked above")))
+                    Some(LayoutObject::new(
+                        m.text,
+                        cat.clone(),
+                        b.expect("checked above"),
+                    ))
                 })
                 .collect();
             Some((prompt, objects?))

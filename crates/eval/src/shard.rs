@@ -109,7 +109,10 @@ impl Shard {
                 }
                 Shard::new(id - min, count)
                     .with_context(|| {
-                        format!("{env} (use a contiguous array such as --array=0-{})", count.max(1) - 1)
+                        format!(
+                            "{env} (use a contiguous array such as --array=0-{})",
+                            count.max(1) - 1
+                        )
                     })
                     .map(Some)
             }
@@ -153,13 +156,19 @@ mod tests {
         assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
         assert_eq!(Shard::parse(" 0 / 1 ").unwrap(), Shard::ALL);
         assert_eq!("3/8".parse::<Shard>().unwrap().to_string(), "3/8");
-        assert_eq!(Shard::parse("3/8").unwrap().file_stem(), "shard-0003-of-0008");
+        assert_eq!(
+            Shard::parse("3/8").unwrap().file_stem(),
+            "shard-0003-of-0008"
+        );
     }
 
     #[test]
     fn refuses_bad_specs_clearly() {
         let e = err("3/2");
-        assert!(e.contains("shard index 3 is out of range for 2 shards"), "{e}");
+        assert!(
+            e.contains("shard index 3 is out of range for 2 shards"),
+            "{e}"
+        );
         let e = err("2/2");
         assert!(e.contains("indices run 0..1"), "{e}");
         assert!(err("0/0").contains("shard count must be at least 1"));
@@ -189,7 +198,10 @@ mod tests {
             Some(Shard { index: 0, count: 2 })
         );
         let e = format!("{:#}", f(None, Some("5"), Some("3"), None).unwrap_err());
-        assert!(e.contains("out of range") && e.contains("--array=0-2"), "{e}");
+        assert!(
+            e.contains("out of range") && e.contains("--array=0-2"),
+            "{e}"
+        );
         assert!(f(None, Some("2"), None, None).is_err());
         assert!(f(None, None, Some("2"), None).is_err());
         assert!(f(None, Some("x"), Some("2"), None).is_err());
