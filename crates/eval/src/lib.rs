@@ -38,9 +38,9 @@ pub use figures::{bar_chart, method_sheet};
 pub use fsutil::{write_atomic, write_json_atomic};
 pub use metrics::{score_layout, MetricConfig, ObjectScore, SizeBucket, Stats, Summary};
 pub use naming::{Mention, NameMatcher};
-pub use plan::{item_seed, Plan, PlanItem};
+pub use plan::{item_seed, read_image_ids, CocoImageEntry, Plan, PlanItem};
 pub use report::{
     markdown_table, objects_csv, summary_csv, summary_json, write_report, ReportFiles,
 };
 pub use samples::{select_samples, SampleRule, Selection, SelectionStats};
-pub use shard::Shard;
+pub use shard::{Shard, SlurmArray};

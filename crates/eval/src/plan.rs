@@ -198,6 +198,70 @@ impl Plan {
     }
 }
 
+/// One entry of the image list for external detectors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CocoImageEntry {
+    pub id: i64,
+    /// `<sample id>.png`, relative to a method directory.
+    pub file_name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CocoImageList {
+    images: Vec<CocoImageEntry>,
+}
+
+impl Plan {
+    /// The plan's images as a COCO `images` list (`{"images": [{"id", "file_name", "width",
+    /// "height"}]}`, ids from [`Plan::image_ids`]): what an external detector needs to write
+    /// a COCO results file for the images of any method directory.
+    pub fn coco_images_json(&self) -> String {
+        let ids = self.image_ids();
+        let list = CocoImageList {
+            images: self
+                .items
+                .iter()
+                .map(|it| CocoImageEntry {
+                    id: ids[&it.id],
+                    file_name: format!("{}.png", it.id),
+                    width: it.layout.width,
+                    height: it.layout.height,
+                })
+                .collect(),
+        };
+        serde_json::to_string_pretty(&list).expect("image lists serialise") + "\n"
+    }
+}
+
+/// Read an image list written by [`Plan::coco_images_json`] (or any COCO file with an
+/// `images` list whose file names are `<sample id>.png`) as sample id -> image id.
+pub fn read_image_ids(path: impl AsRef<Path>) -> Result<BTreeMap<String, i64>> {
+    let path = path.as_ref();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let list: CocoImageList = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: expected {{\"images\": [{{\"id\", \"file_name\", ...}}]}}",
+            path.display()
+        )
+    })?;
+    let mut out = BTreeMap::new();
+    for (k, im) in list.images.iter().enumerate() {
+        let stem = im.file_name.rsplit('/').next().unwrap_or_default();
+        let id = stem.strip_suffix(".png").unwrap_or(stem);
+        if out.insert(id.to_string(), im.id).is_some() {
+            bail!(
+                "{}: images[{k}]: file name {:?} appears twice",
+                path.display(),
+                im.file_name
+            );
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -245,6 +309,14 @@ mod tests {
         let q = Plan::new(vec![layout(Some("139"), None), layout(Some("7"), None)], 0).unwrap();
         assert_eq!(q.image_ids()["139"], 139);
         assert_eq!(q.get("7").unwrap().index, 1);
+        // The image list for external detectors reads back as the same map.
+        let dir = tempfile::tempdir().unwrap();
+        for plan in [&p, &q] {
+            let path = dir.path().join("images.json");
+            std::fs::write(&path, plan.coco_images_json()).unwrap();
+            assert_eq!(read_image_ids(&path).unwrap(), plan.image_ids());
+        }
+        assert!(q.coco_images_json().contains("\"file_name\": \"139.png\""));
     }
 
     #[test]

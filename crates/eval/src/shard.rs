@@ -2,8 +2,9 @@
 //! shard `u % n`), so the split depends only on the batch, never on timing, and any shard count
 //! covers every item exactly once.
 //!
-//! The same type (same API) exists in `semi_tickets::shard`; the two can be unified once both
-//! crates are merged.
+//! `semi_tickets::shard` has the same type with the same API (`parse`, `from_arg_or_env`,
+//! `from_arg_or_slurm`, `SlurmArray`, `owns`), so the CLI handles `--shard` alike for both and
+//! the two can be unified later; this one also refuses half-set Slurm variables.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -57,66 +58,53 @@ impl Shard {
     }
 
     /// The shard from `--shard` if given, else from the Slurm array variables, else `None`
-    /// (do everything). See [`Shard::from_arg_or_vars`].
+    /// (do everything). See [`Shard::from_arg_or_slurm`].
     pub fn from_arg_or_env(arg: Option<&str>) -> Result<Option<Shard>> {
-        let var = |k: &str| std::env::var(k).ok();
-        Self::from_arg_or_vars(
-            arg,
-            var("SLURM_ARRAY_TASK_ID").as_deref(),
-            var("SLURM_ARRAY_TASK_COUNT").as_deref(),
-            var("SLURM_ARRAY_TASK_MIN").as_deref(),
-        )
+        Self::from_arg_or_slurm(arg, &SlurmArray::from_env())
     }
 
     /// [`Shard::from_arg_or_env`] with the variables passed in (testable). An explicit `arg`
-    /// wins. Otherwise the shard is `(SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) /
-    /// SLURM_ARRAY_TASK_COUNT` (MIN defaults to 0), so `--array=1-8` works like `--array=0-7`;
-    /// an array with a step (`--array=0-15:2`) gives an index past the count and is refused.
-    /// Only one of ID and COUNT set is an error (a half-configured environment should not
-    /// silently process everything).
-    pub fn from_arg_or_vars(
-        arg: Option<&str>,
-        task_id: Option<&str>,
-        task_count: Option<&str>,
-        task_min: Option<&str>,
-    ) -> Result<Option<Shard>> {
+    /// wins. Otherwise the shard is `((SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN) /
+    /// SLURM_ARRAY_TASK_STEP) / SLURM_ARRAY_TASK_COUNT` (MIN 0 and STEP 1 when unset), so
+    /// `--array=1-8` and `--array=0-28:4` work like `--array=0-7`. Only one of ID and COUNT set
+    /// is an error: a half-configured environment must not silently process everything.
+    pub fn from_arg_or_slurm(arg: Option<&str>, slurm: &SlurmArray) -> Result<Option<Shard>> {
         if let Some(arg) = arg {
             return Shard::parse(arg).map(Some);
         }
-        let env = "from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT";
-        match (task_id, task_count) {
-            (None, None) => Ok(None),
-            (Some(_), None) => {
-                bail!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass --shard i/n")
-            }
-            (None, Some(_)) => {
-                bail!("SLURM_ARRAY_TASK_COUNT is set but SLURM_ARRAY_TASK_ID is not; pass --shard i/n")
-            }
-            (Some(id), Some(n)) => {
-                let number = |name: &str, v: &str| -> Result<usize> {
-                    v.trim()
-                        .parse()
-                        .with_context(|| format!("{name}={v:?} is not a whole number"))
-                };
-                let id = number("SLURM_ARRAY_TASK_ID", id)?;
-                let min = match task_min {
-                    Some(m) => number("SLURM_ARRAY_TASK_MIN", m)?,
-                    None => 0,
-                };
-                let count = number("SLURM_ARRAY_TASK_COUNT", n)?;
-                if id < min {
-                    bail!("SLURM_ARRAY_TASK_ID={id} is below SLURM_ARRAY_TASK_MIN={min}");
-                }
-                Shard::new(id - min, count)
-                    .with_context(|| {
-                        format!(
-                            "{env} (use a contiguous array such as --array=0-{})",
-                            count.max(1) - 1
-                        )
-                    })
-                    .map(Some)
-            }
+        let (id, count) = match (&slurm.task_id, &slurm.task_count) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => bail!(
+                "SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not; pass --shard i/n"
+            ),
+            (None, Some(_)) => bail!(
+                "SLURM_ARRAY_TASK_COUNT is set but SLURM_ARRAY_TASK_ID is not; pass --shard i/n"
+            ),
+            (Some(id), Some(count)) => (id, count),
+        };
+        let number = |name: &str, v: &str| -> Result<usize> {
+            v.trim()
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a whole number"))
+        };
+        let id = number("SLURM_ARRAY_TASK_ID", id)?;
+        let count = number("SLURM_ARRAY_TASK_COUNT", count)?;
+        let min = match &slurm.task_min {
+            Some(m) => number("SLURM_ARRAY_TASK_MIN", m)?,
+            None => 0,
+        };
+        let step = match &slurm.task_step {
+            Some(s) => number("SLURM_ARRAY_TASK_STEP", s)?.max(1),
+            None => 1,
+        };
+        if id < min || (id - min) % step != 0 {
+            bail!(
+                "SLURM_ARRAY_TASK_ID={id} does not fit an array starting at {min} with step {step}"
+            );
         }
+        Shard::new((id - min) / step, count)
+            .context("from the SLURM_ARRAY_TASK_* variables")
+            .map(Some)
     }
 
     /// Whether item number `item` belongs to this shard.
@@ -127,6 +115,28 @@ impl Shard {
     /// A file-name friendly form: `shard-0003-of-0008`.
     pub fn file_stem(&self) -> String {
         format!("shard-{:04}-of-{:04}", self.index, self.count)
+    }
+}
+
+/// The Slurm job-array variables [`Shard::from_arg_or_env`] reads (unset = `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlurmArray {
+    pub task_id: Option<String>,
+    pub task_count: Option<String>,
+    pub task_min: Option<String>,
+    pub task_step: Option<String>,
+}
+
+impl SlurmArray {
+    /// `SLURM_ARRAY_TASK_ID`, `_COUNT`, `_MIN`, `_STEP` from the environment.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok();
+        SlurmArray {
+            task_id: var("SLURM_ARRAY_TASK_ID"),
+            task_count: var("SLURM_ARRAY_TASK_COUNT"),
+            task_min: var("SLURM_ARRAY_TASK_MIN"),
+            task_step: var("SLURM_ARRAY_TASK_STEP"),
+        }
     }
 }
 
@@ -181,32 +191,48 @@ mod tests {
 
     #[test]
     fn slurm_variables() {
-        let f = Shard::from_arg_or_vars;
-        assert_eq!(f(None, None, None, None).unwrap(), None);
+        let v =
+            |id: Option<&str>, n: Option<&str>, min: Option<&str>, step: Option<&str>| SlurmArray {
+                task_id: id.map(Into::into),
+                task_count: n.map(Into::into),
+                task_min: min.map(Into::into),
+                task_step: step.map(Into::into),
+            };
+        let f = |arg, s: SlurmArray| Shard::from_arg_or_slurm(arg, &s);
+        assert_eq!(f(None, v(None, None, None, None)).unwrap(), None);
         assert_eq!(
-            f(None, Some("2"), Some("3"), None).unwrap(),
+            f(None, v(Some("2"), Some("3"), None, None)).unwrap(),
             Some(Shard { index: 2, count: 3 })
         );
         // --array=1-3: ids 1..3, min 1.
         assert_eq!(
-            f(None, Some("3"), Some("3"), Some("1")).unwrap(),
+            f(None, v(Some("3"), Some("3"), Some("1"), None)).unwrap(),
             Some(Shard { index: 2, count: 3 })
         );
+        // --array=0-12:4: ids 0, 4, 8, 12.
+        assert_eq!(
+            f(None, v(Some("8"), Some("4"), Some("0"), Some("4"))).unwrap(),
+            Some(Shard { index: 2, count: 4 })
+        );
+        assert!(f(None, v(Some("6"), Some("4"), Some("0"), Some("4"))).is_err());
         // The argument wins over the environment.
         assert_eq!(
-            f(Some("0/2"), Some("2"), Some("3"), None).unwrap(),
+            f(Some("0/2"), v(Some("2"), Some("3"), None, None)).unwrap(),
             Some(Shard { index: 0, count: 2 })
         );
-        let e = format!("{:#}", f(None, Some("5"), Some("3"), None).unwrap_err());
+        let e = format!(
+            "{:#}",
+            f(None, v(Some("5"), Some("3"), None, None)).unwrap_err()
+        );
         assert!(
-            e.contains("out of range") && e.contains("--array=0-2"),
+            e.contains("shard index 5 is out of range for 3 shards"),
             "{e}"
         );
-        assert!(f(None, Some("2"), None, None).is_err());
-        assert!(f(None, None, Some("2"), None).is_err());
-        assert!(f(None, Some("x"), Some("2"), None).is_err());
-        assert!(f(None, Some("0"), Some("2"), Some("1")).is_err());
-        assert!(f(None, Some("0"), Some("0"), None).is_err());
+        assert!(f(None, v(Some("2"), None, None, None)).is_err());
+        assert!(f(None, v(None, Some("2"), None, None)).is_err());
+        assert!(f(None, v(Some("x"), Some("2"), None, None)).is_err());
+        assert!(f(None, v(Some("0"), Some("2"), Some("1"), None)).is_err());
+        assert!(f(None, v(Some("0"), Some("0"), None, None)).is_err());
     }
 
     #[test]
