@@ -22,6 +22,7 @@ pub mod font;
 mod fsutil;
 pub mod metrics;
 pub mod naming;
+pub mod pairs;
 pub mod plan;
 pub mod report;
 pub mod samples;
@@ -38,6 +39,7 @@ pub use figures::{bar_chart, method_sheet};
 pub use fsutil::{write_atomic, write_json_atomic};
 pub use metrics::{score_layout, MetricConfig, ObjectScore, SizeBucket, Stats, Summary};
 pub use naming::{Mention, NameMatcher};
+pub use pairs::{category_pairs, CategoryPairs};
 pub use plan::{item_seed, read_image_ids, CocoImageEntry, Plan, PlanItem};
 pub use report::{
     markdown_table, objects_csv, summary_csv, summary_json, write_report, ReportFiles,
