@@ -42,7 +42,8 @@ pub use naming::{Mention, NameMatcher};
 pub use pairs::{category_pairs, CategoryPairs};
 pub use plan::{item_seed, read_image_ids, CocoImageEntry, Plan, PlanItem};
 pub use report::{
-    markdown_table, objects_csv, summary_csv, summary_json, write_report, ReportFiles,
+    markdown_table, objects_csv, run_report, summary_csv, summary_json, write_report, ReportFiles,
+    ReportOptions,
 };
 pub use samples::{select_samples, SampleRule, Selection, SelectionStats};
 pub use shard::{Shard, SlurmArray};

@@ -13,13 +13,16 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::evaluate::MethodResult;
-use crate::figures::bar_chart;
+use crate::batch::MethodDir;
+use crate::detector::Detector;
+use crate::evaluate::{evaluate_method, MethodResult};
+use crate::figures::{bar_chart, method_sheet};
 use crate::fsutil::{create_dir, write_atomic, write_json_atomic, write_png_atomic};
 use crate::metrics::{MetricConfig, SizeBucket, Stats, Summary};
+use crate::plan::Plan;
 
 pub const REPORT_FORMAT: &str = "semi-eval-report/1";
 
@@ -250,4 +253,65 @@ pub fn write_report(dir: &Path, results: &[MethodResult]) -> Result<ReportFiles>
         .collect();
     write_png_atomic(&files.chart, &bar_chart(&rows)?, &[("semi", "eval chart")])?;
     Ok(files)
+}
+
+/// Settings of [`run_report`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOptions {
+    pub metrics: MetricConfig,
+    /// Images per contact sheet (0: no sheets).
+    pub sheet_images: usize,
+    pub sheet_columns: u32,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            metrics: MetricConfig::default(),
+            sheet_images: 16,
+            sheet_columns: 4,
+        }
+    }
+}
+
+/// Evaluate every method of `methods` under `out` (each merged beforehand) with the detector
+/// `detector_for(method)` gives (one results file per method for COCO results; the same toy
+/// detector for all), then write the report files into `report_dir` plus `sheet-<method>.png`
+/// per method. Returns the results in `methods` order and the files.
+pub fn run_report(
+    out: &Path,
+    plan: &Plan,
+    methods: &[String],
+    mut detector_for: impl FnMut(&str) -> Result<Box<dyn Detector>>,
+    options: &ReportOptions,
+    report_dir: &Path,
+) -> Result<(Vec<MethodResult>, ReportFiles)> {
+    if methods.is_empty() {
+        anyhow::bail!("no methods to report");
+    }
+    create_dir(report_dir)?;
+    let mut results = Vec::with_capacity(methods.len());
+    for m in methods {
+        let dir = MethodDir::new(out, m)?;
+        let detector = detector_for(m).with_context(|| format!("detector for method {m:?}"))?;
+        let (result, dets) = evaluate_method(&dir, plan, detector.as_ref(), &options.metrics)
+            .with_context(|| format!("evaluating method {m:?}"))?;
+        if options.sheet_images > 0 {
+            let sheet = method_sheet(
+                &dir,
+                plan,
+                options.sheet_images,
+                Some(&dets),
+                options.sheet_columns,
+            )?;
+            write_png_atomic(
+                &report_dir.join(format!("sheet-{m}.png")),
+                &sheet,
+                &[("method", m)],
+            )?;
+        }
+        results.push(result);
+    }
+    let files = write_report(report_dir, &results)?;
+    Ok((results, files))
 }

@@ -97,11 +97,43 @@ impl SelectionStats {
     }
 }
 
+impl std::fmt::Display for SelectionStats {
+    /// A few lines for the terminal: what was excluded and why, what was chosen.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} images: {} without boxes, {} with crowd boxes, {} with tiny boxes, {} with \
+             another object count, {} without a caption naming every category",
+            self.images,
+            self.without_boxes,
+            self.with_crowd,
+            self.with_tiny_box,
+            self.other_count,
+            self.not_named
+        )?;
+        for (n, avail) in &self.available {
+            let got = self.selected.get(n).copied().unwrap_or(0);
+            writeln!(
+                f,
+                "{n}-object samples: {got} selected of {avail} qualifying"
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The chosen samples as layouts, in selection order, and the statistics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
     pub layouts: Vec<Layout>,
     pub stats: SelectionStats,
+}
+
+impl Selection {
+    /// The layouts as JSONL (one per line), ready for [`crate::write_atomic`].
+    pub fn to_jsonl(&self) -> String {
+        semi_layout::to_jsonl(&self.layouts)
+    }
 }
 
 /// A normalised, clamped, rounded box; `None` when nothing is left of it.

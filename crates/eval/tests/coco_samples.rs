@@ -93,6 +93,12 @@ fn the_rule_on_every_edge_case() {
     assert_eq!(s.available, BTreeMap::from([(1, 4), (2, 4)]));
     assert_eq!(s.selected, s.available);
     assert_eq!(s.shortfalls(&rule), vec![(1, 3000, 4), (2, 3000, 4)]);
+    assert_eq!(
+        s.to_string(),
+        "14 images: 1 without boxes, 1 with crowd boxes, 1 with tiny boxes, 1 with another object \
+         count, 2 without a caption naming every category\n1-object samples: 4 selected of 4 \
+         qualifying\n2-object samples: 4 selected of 4 qualifying\n"
+    );
     let got = by_id(&sel.layouts);
     let ids: Vec<&str> = got.keys().map(String::as_str).collect();
     // 5: "hot dog" does not name "dog"; 7: crowd; 8: tiny; 9: three boxes; 10: no boxes;
