@@ -1,52 +1,18 @@
-//! Crash-safe writes: write a temporary file next to the target, fsync it, rename it over the
-//! target. A reader, a crash or a killed Slurm job sees the old file or the new one, never half
-//! of one. Temporary names start with `.tmp.` (ids may not start with `.`, so they never clash
-//! with outputs) and carry the process id, so two processes never share one.
+//! Crash-safe writes of the evaluation's outputs, on `semi-jobs`' atomic write: a reader, a crash
+//! or a killed Slurm job sees the old file or the new one, never half of one. Temporary names
+//! start with `.tmp.` (ids may not start with `.`, so they never clash with outputs).
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use semi_toyworld::RgbImage;
 
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent directory", path.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    Ok(dir.join(format!(
-        ".tmp.{}.{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot sync {}", tmp.display()))?;
-    fs::rename(tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-}
-
-/// Atomically replace `path` with `bytes`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path)?;
-    let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    drop(f);
-    commit(&tmp, path)
-}
+pub use semi_jobs::fsutil::write_atomic;
 
 /// Atomically write `image` as a PNG with `tEXt` chunks.
 pub fn write_png_atomic(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result<()> {
-    let tmp = temp_path(path)?;
-    image.save_png(&tmp, text)?;
-    commit(&tmp, path)
+    semi_jobs::write_atomic_with(path, |tmp| image.save_png(tmp, text))
 }
 
 /// Pretty JSON, newline-terminated, written atomically.
