@@ -1,6 +1,6 @@
 //! `semi generate`: one prompt, one image.
 
-use crate::latents_file::{read_latents, write_latents};
+use semi_diffusion::latents_io::{read_latents, write_latents};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};

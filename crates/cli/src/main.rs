@@ -1,7 +1,6 @@
 //! The `semi` command.
 
 mod generate;
-mod latents_file;
 
 use clap::{Parser, Subcommand};
 
