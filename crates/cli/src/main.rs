@@ -1,6 +1,12 @@
 //! The `semi` command.
 
+mod common;
 mod generate;
+mod init;
+mod plot;
+mod semi_store;
+mod tickets_bench;
+mod tickets_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -17,8 +23,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate one image from a prompt with Stable Diffusion (DDIM).
+    /// Generate one image from a prompt or a layout with Stable Diffusion (DDIM).
     Generate(generate::GenerateArgs),
+    /// Lottery-ticket stores: collect, merge, inspect, bench.
+    Tickets(tickets_cmd::TicketsArgs),
+    /// Initial latents for a layout from a ticket store (SemI).
+    Init(init::InitArgs),
 }
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
@@ -69,6 +79,8 @@ fn main() {
     };
     let result = match cli.command {
         Command::Generate(args) => generate::run(&args),
+        Command::Tickets(args) => tickets_cmd::run(&args),
+        Command::Init(args) => init::run(&args),
     };
     if let Err(e) = result {
         report(&e);
