@@ -42,10 +42,10 @@ pub struct RuleArgs {
     #[arg(long, value_enum, default_value_t = RulePreset::Paper)]
     pub rule: RulePreset,
     /// Object threshold T_obj in [0, 1] (paper rule).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
     pub t_obj: f32,
     /// Background threshold T_bg in [0, 1] (paper rule).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub t_bg: f32,
 }
 

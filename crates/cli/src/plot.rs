@@ -57,7 +57,7 @@ pub const BOX_COLOURS: [[u8; 3]; 6] = [
 ];
 
 /// The image (upscaled to at least 256 px wide so small test images stay visible) with each
-/// box drawn as a 2-pixel outline in its object's colour.
+/// box drawn as a 3-pixel outline in its object's colour, framed in black.
 pub fn boxes_over(image: &RgbImage, boxes: &[[f64; 4]]) -> RgbImage {
     let factor = 256u32.div_ceil(image.width().max(1)).max(1);
     let mut img = if factor > 1 {
@@ -74,9 +74,15 @@ pub fn boxes_over(image: &RgbImage, boxes: &[[f64; 4]]) -> RgbImage {
             (b[2] * w).round() as u32,
             (b[3] * h).round() as u32,
         ];
-        img.draw_outline(px, colour);
-        if px[2] > px[0] + 2 && px[3] > px[1] + 2 {
-            img.draw_outline([px[0] + 1, px[1] + 1, px[2] - 1, px[3] - 1], colour);
+        // Three pixels of colour framed by black, visible on any image.
+        for k in 0..5u32 {
+            let (x0, y0) = ((px[0] + k).saturating_sub(1), (px[1] + k).saturating_sub(1));
+            let (x1, y1) = ((px[2] + 1).saturating_sub(k), (px[3] + 1).saturating_sub(k));
+            if x1 <= x0 + 1 || y1 <= y0 + 1 {
+                break;
+            }
+            let c = if k == 0 || k == 4 { [0, 0, 0] } else { colour };
+            img.draw_outline([x0, y0, x1, y1], c);
         }
     }
     img
