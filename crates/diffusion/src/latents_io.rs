@@ -86,7 +86,7 @@ pub fn write_latents(path: &Path, latents: &Tensor) -> Result<()> {
 /// Load latents saved by [`save_latents`] (or any f32 `latents` safetensors / `<f4` C-order npy).
 pub fn load_latents(path: &Path) -> Result<Latents> {
     let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read latents {}", path.display()))?;
+        std::fs::read(path).with_context(|| format!("cannot read latents from {}", path.display()))?;
     let parsed = if is_npy(path) {
         parse_npy(&bytes).map(|(shape, data)| Latents {
             data,
@@ -96,7 +96,7 @@ pub fn load_latents(path: &Path) -> Result<Latents> {
     } else {
         parse_safetensors(&bytes)
     };
-    parsed.with_context(|| format!("cannot load latents from {}", path.display()))
+    parsed.with_context(|| format!("cannot read latents from {}", path.display()))
 }
 
 /// Safetensors bytes with tensor `latents` (f32) and the `semi` metadata entry.
