@@ -52,8 +52,9 @@ pub struct RuleArgs {
 impl RuleArgs {
     pub fn rule(&self) -> Result<Rule> {
         match self.rule {
-            RulePreset::Paper => Rule::paper(self.t_obj, self.t_bg)
-                .context("--t-obj and --t-bg must lie in [0, 1]"),
+            RulePreset::Paper => {
+                Rule::paper(self.t_obj, self.t_bg).context("--t-obj and --t-bg must lie in [0, 1]")
+            }
             RulePreset::Authors => {
                 if self.t_obj != 0.5 || self.t_bg != 0.1 {
                     bail!("--t-obj/--t-bg apply to --rule paper; --rule authors uses the official code's thresholds");

@@ -1,12 +1,12 @@
 //! `semi generate`: one prompt (or one layout), one image; initial latents from seeded Gaussian
 //! noise, a file, or semantic-driven initialisation from a ticket store (`--init semi`).
 
-use semi_diffusion::latents_io::{read_latents, write_latents};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use semi_diffusion::image::{save_png, save_sidecar, ImageParams};
+use semi_diffusion::latents_io::{read_latents, write_latents};
 use semi_diffusion::loading::{resolve_model, ModelFiles, Variant};
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
 use semi_layout::Layout;
@@ -260,7 +260,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         }
     }
     if let Some(layout) = &layout {
-        extra.insert("init".into(), format!("{:?}", args.init).to_lowercase().into());
+        extra.insert(
+            "init".into(),
+            format!("{:?}", args.init).to_lowercase().into(),
+        );
         extra.insert("layout".into(), serde_json::to_value(layout)?);
     }
 

@@ -80,7 +80,10 @@ pub fn metadata(
     BTreeMap::from([
         ("layout".to_string(), layout_path.display().to_string()),
         ("store".to_string(), store.dir().display().to_string()),
-        ("store_fingerprint".to_string(), store.fingerprint().digest()),
+        (
+            "store_fingerprint".to_string(),
+            store.fingerprint().digest(),
+        ),
         ("model".to_string(), store.fingerprint().model.clone()),
         ("rule".to_string(), rule.to_string()),
         ("method".to_string(), method_name(options)),

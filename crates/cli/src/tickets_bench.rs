@@ -210,7 +210,10 @@ fn bench_selection(args: &BenchArgs) -> Result<()> {
             t.elapsed().as_secs_f64() * 1e3
         );
         let requests = bench_requests(&store);
-        for (name, rule) in [("paper", Rule::paper(0.5, 0.1)?), ("authors", Rule::authors())] {
+        for (name, rule) in [
+            ("paper", Rule::paper(0.5, 0.1)?),
+            ("authors", Rule::authors()),
+        ] {
             println!("  rule {name}:");
             for timing in time_selection(&dir, &requests, &rule, 20)? {
                 println!("    {timing}");

@@ -296,13 +296,18 @@ fn run_inspect(args: &InspectArgs) -> Result<()> {
             _ => (None, None),
         };
         let hists: Vec<&[usize]> = stats.iter().map(|s| s.histogram.as_slice()).collect();
-        crate::plot::histograms(&hists, t_obj, t_bg)?.save_png(path, &[("Title", "semi tickets inspect")])?;
+        crate::plot::histograms(&hists, t_obj, t_bg)?
+            .save_png(path, &[("Title", "semi tickets inspect")])?;
         if !args.json {
             println!(
                 "wrote {} ({} panels in order: {})",
                 path.display(),
                 stats.len(),
-                stats.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                stats
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

@@ -43,7 +43,10 @@ fn ok(out: Output) -> String {
 fn assert_error(out: &Output, needles: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("warning:")).collect();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("warning:"))
+        .collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
     assert!(lines[0].starts_with("error: "), "{stderr}");
     for n in needles {
@@ -89,7 +92,11 @@ fn collect_inspect_init_generate() {
     let store = p("store");
     let out = ok(semi(
         &cache,
-        &collect_args(&model, &store, &["--categories", "Dog,car,cat", "--n", "4", "--chunk", "2"]),
+        &collect_args(
+            &model,
+            &store,
+            &["--categories", "Dog,car,cat", "--n", "4", "--chunk", "2"],
+        ),
     ));
     assert!(out.contains("3 pairs x 4 images"), "{out}");
     assert!(out.contains("grid 8x8"), "{out}");
@@ -99,7 +106,10 @@ fn collect_inspect_init_generate() {
         &cache,
         &collect_args(&model, &store, &["--categories", "dog,car,cat", "--n", "4"]),
     ));
-    assert!(again.contains("6 units: 6 already done, 0 computed"), "{again}");
+    assert!(
+        again.contains("6 units: 6 already done, 0 computed"),
+        "{again}"
+    );
 
     let json = ok(semi(&cache, &["tickets", "inspect", &store, "--json"]));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -110,16 +120,27 @@ fn collect_inspect_init_generate() {
     let cats = v["per_category"].as_array().unwrap();
     assert_eq!(cats.len(), 3);
     for c in cats {
-        let h: u64 = c["histogram"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).sum();
+        let h: u64 = c["histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .sum();
         assert_eq!(h, 4 * 64, "one average score per block");
         assert!(c["tickets"].as_u64().unwrap() > 0);
     }
     // Stricter thresholds give fewer tickets.
-    let strict = ok(semi(&cache, &["tickets", "inspect", &store, "--json", "--t-obj", "0.9"]));
+    let strict = ok(semi(
+        &cache,
+        &["tickets", "inspect", &store, "--json", "--t-obj", "0.9"],
+    ));
     let s: serde_json::Value = serde_json::from_str(&strict).unwrap();
     assert!(s["per_category"][0]["tickets"].as_u64() < cats[0]["tickets"].as_u64());
     let hist = p("hist.png");
-    let text = ok(semi(&cache, &["tickets", "inspect", &store, "--histograms", &hist]));
+    let text = ok(semi(
+        &cache,
+        &["tickets", "inspect", &store, "--histograms", &hist],
+    ));
     assert!(text.contains("tickets per category alone"), "{text}");
     assert!(std::fs::read(&hist).unwrap().starts_with(b"\x89PNG"));
 
@@ -128,27 +149,55 @@ fn collect_inspect_init_generate() {
     let init = p("init.safetensors");
     let report = ok(semi(
         &cache,
-        &["init", "--store", &store, "--layout", &layout, "--out", &init, "--model", &model],
+        &[
+            "init", "--store", &store, "--layout", &layout, "--out", &init, "--model", &model,
+        ],
     ));
-    assert!(report.contains("dog") && report.contains("background"), "{report}");
+    assert!(
+        report.contains("dog") && report.contains("background"),
+        "{report}"
+    );
     let l = semi_diffusion::latents_io::load_latents(Path::new(&init)).unwrap();
     assert_eq!(l.shape, [1, 4, 16, 16]);
     assert_eq!(l.metadata["rule"], "paper (T_obj 0.5, T_bg 0.1)");
     // Same seed, same latents; the control and .npy work too.
     let init2 = p("init2.safetensors");
-    ok(semi(&cache, &["init", "--store", &store, "--layout", &layout, "--out", &init2]));
+    ok(semi(
+        &cache,
+        &[
+            "init", "--store", &store, "--layout", &layout, "--out", &init2,
+        ],
+    ));
     assert_eq!(
-        semi_diffusion::latents_io::load_latents(Path::new(&init2)).unwrap().data,
+        semi_diffusion::latents_io::load_latents(Path::new(&init2))
+            .unwrap()
+            .data,
         l.data
     );
     let npy = p("control.npy");
     ok(semi(
         &cache,
-        &["init", "--store", &store, "--layout", &layout, "--out", &npy, "--control",
-          "colour-matched", "--recalibrate", "--rule", "paper", "--seed", "9"],
+        &[
+            "init",
+            "--store",
+            &store,
+            "--layout",
+            &layout,
+            "--out",
+            &npy,
+            "--control",
+            "colour-matched",
+            "--recalibrate",
+            "--rule",
+            "paper",
+            "--seed",
+            "9",
+        ],
     ));
     assert_eq!(
-        semi_diffusion::latents_io::load_latents(Path::new(&npy)).unwrap().shape,
+        semi_diffusion::latents_io::load_latents(Path::new(&npy))
+            .unwrap()
+            .shape,
         [1, 4, 16, 16]
     );
 
@@ -156,10 +205,15 @@ fn collect_inspect_init_generate() {
     let img = p("img.png");
     let gen = ok(semi(
         &cache,
-        &["generate", "--model", &model, "--layout", &layout, "--init", "semi", "--n", "3",
-          "--steps", "3", "--out", &img],
+        &[
+            "generate", "--model", &model, "--layout", &layout, "--init", "semi", "--n", "3",
+            "--steps", "3", "--out", &img,
+        ],
     ));
-    assert!(gen.contains("collecting 1 pairs x 3 images into the cache store"), "{gen}");
+    assert!(
+        gen.contains("collecting 1 pairs x 3 images into the cache store"),
+        "{gen}"
+    );
     assert!(Path::new(&img).exists());
     assert!(t.path().join("img.boxes.png").exists());
     let sidecar: serde_json::Value =
@@ -170,8 +224,21 @@ fn collect_inspect_init_generate() {
     assert_eq!(stores.len(), 1);
     let gen2 = ok(semi(
         &cache,
-        &["generate", "--model", &model, "--layout", &layout, "--init", "semi", "--n", "3",
-          "--steps", "3", "--out", &p("img2.png")],
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--layout",
+            &layout,
+            "--init",
+            "semi",
+            "--n",
+            "3",
+            "--steps",
+            "3",
+            "--out",
+            &p("img2.png"),
+        ],
     ));
     assert!(gen2.contains("(up to date)"), "{gen2}");
     assert_eq!(
@@ -182,13 +249,35 @@ fn collect_inspect_init_generate() {
     // With a given store, and the Gaussian baseline from the same layout.
     ok(semi(
         &cache,
-        &["generate", "--model", &model, "--layout", &layout, "--init", "semi", "--store",
-          &store, "--steps", "3", "--out", &p("img3.png")],
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--layout",
+            &layout,
+            "--init",
+            "semi",
+            "--store",
+            &store,
+            "--steps",
+            "3",
+            "--out",
+            &p("img3.png"),
+        ],
     ));
     ok(semi(
         &cache,
-        &["generate", "--model", &model, "--layout", &layout, "--steps", "3", "--out",
-          &p("gauss.png")],
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--layout",
+            &layout,
+            "--steps",
+            "3",
+            "--out",
+            &p("gauss.png"),
+        ],
     ));
     assert!(t.path().join("gauss.boxes.png").exists());
     assert_ne!(
@@ -217,7 +306,16 @@ fn killed_collect_resumes_byte_identical() {
     let model = tiny("tiny-sd1");
     let whole = t.path().join("whole").display().to_string();
     let killed = t.path().join("killed").display().to_string();
-    let extra = ["--categories", "dog,car,cat,bus,sun,tree", "--n", "12", "--chunk", "2", "--seed", "5"];
+    let extra = [
+        "--categories",
+        "dog,car,cat,bus,sun,tree",
+        "--n",
+        "12",
+        "--chunk",
+        "2",
+        "--seed",
+        "5",
+    ];
     ok(semi(&cache, &collect_args(&model, &whole, &extra)));
     let total = unit_files(Path::new(&whole));
     assert_eq!(total, 15 * 6);
@@ -233,8 +331,14 @@ fn killed_collect_resumes_byte_identical() {
         if n >= 3 {
             break;
         }
-        assert!(child.try_wait().unwrap().is_none(), "collect finished before it was killed");
-        assert!(start.elapsed() < Duration::from_secs(60), "no unit written in 60 s");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "collect finished before it was killed"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no unit written in 60 s"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     // SIGKILL: no cleanup of any kind in the child.
@@ -271,7 +375,17 @@ fn shards_merge_to_the_single_run() {
     let out = semi(&cache, &["tickets", "merge", "--out", &p("bad"), &p("s0")]);
     assert_error(&out, &["shard"]);
     assert!(!Path::new(&p("bad")).join("manifest.json").exists());
-    let m = ok(semi(&cache, &["tickets", "merge", "--out", &p("merged"), &p("s1"), &p("s0")]));
+    let m = ok(semi(
+        &cache,
+        &[
+            "tickets",
+            "merge",
+            "--out",
+            &p("merged"),
+            &p("s1"),
+            &p("s0"),
+        ],
+    ));
     assert!(m.contains("merged 2 shards"), "{m}");
     assert!(tree(Path::new(&p("merged"))) == tree(Path::new(&p("single"))));
 }
@@ -293,32 +407,70 @@ fn bad_input_is_one_line_and_writes_nothing() {
     let out_file = p("out.safetensors");
 
     // N = 0: refused before anything exists.
-    let out = semi(&cache, &collect_args(&model, &p("new"), &["--categories", "dog,car", "--n", "0"]));
+    let out = semi(
+        &cache,
+        &collect_args(&model, &p("new"), &["--categories", "dog,car", "--n", "0"]),
+    );
     assert_error(&out, &["--n must be at least 1"]);
     assert!(!Path::new(&p("new")).exists());
-    let out = semi(&cache, &collect_args(&model, &p("new"), &["--categories", "dog", "--n", "2"]));
+    let out = semi(
+        &cache,
+        &collect_args(&model, &p("new"), &["--categories", "dog", "--n", "2"]),
+    );
     assert_error(&out, &["at least two categories"]);
     assert!(!Path::new(&p("new")).exists());
 
     // Malformed layout JSON.
     let broken = p("broken.json");
     std::fs::write(&broken, r#"{"prompt": "a dog", "width": 32,"#).unwrap();
-    let out = semi(&cache, &["init", "--store", &store, "--layout", &broken, "--out", &out_file]);
+    let out = semi(
+        &cache,
+        &[
+            "init", "--store", &store, "--layout", &broken, "--out", &out_file,
+        ],
+    );
     assert_error(&out, &["broken.json"]);
     let badbox = p("badbox.json");
-    std::fs::write(&badbox, LAYOUT.replace("[0.0, 0.0, 0.5, 1.0]", "[0.6, 0.0, 0.5, 1.0]")).unwrap();
-    let out = semi(&cache, &["init", "--store", &store, "--layout", &badbox, "--out", &out_file]);
+    std::fs::write(
+        &badbox,
+        LAYOUT.replace("[0.0, 0.0, 0.5, 1.0]", "[0.6, 0.0, 0.5, 1.0]"),
+    )
+    .unwrap();
+    let out = semi(
+        &cache,
+        &[
+            "init", "--store", &store, "--layout", &badbox, "--out", &out_file,
+        ],
+    );
     assert_error(&out, &["objects[0].bbox"]);
 
     // A category the store lacks.
     let bus = p("bus.json");
     std::fs::write(&bus, LAYOUT.replace("\"car\"", "\"bus\"")).unwrap();
-    let out = semi(&cache, &["init", "--store", &store, "--layout", &bus, "--out", &out_file]);
+    let out = semi(
+        &cache,
+        &[
+            "init", "--store", &store, "--layout", &bus, "--out", &out_file,
+        ],
+    );
     assert_error(&out, &["bus"]);
     let out = semi(
         &cache,
-        &["generate", "--model", &model, "--layout", &bus, "--init", "semi", "--store", &store,
-          "--steps", "2", "--out", &p("bus.png")],
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--layout",
+            &bus,
+            "--init",
+            "semi",
+            "--store",
+            &store,
+            "--steps",
+            "2",
+            "--out",
+            &p("bus.png"),
+        ],
     );
     assert_error(&out, &["bus"]);
     assert!(!Path::new(&p("bus.png")).exists());
@@ -327,23 +479,43 @@ fn bad_input_is_one_line_and_writes_nothing() {
     let other = tiny("tiny-sd2");
     let out = semi(
         &cache,
-        &["init", "--store", &store, "--layout", &layout, "--out", &out_file, "--model", &other],
+        &[
+            "init", "--store", &store, "--layout", &layout, "--out", &out_file, "--model", &other,
+        ],
     );
     assert_error(&out, &["another model"]);
     let out = semi(
         &cache,
-        &["generate", "--model", &other, "--layout", &layout, "--init", "semi", "--store", &store,
-          "--steps", "2", "--out", &p("other.png")],
+        &[
+            "generate",
+            "--model",
+            &other,
+            "--layout",
+            &layout,
+            "--init",
+            "semi",
+            "--store",
+            &store,
+            "--steps",
+            "2",
+            "--out",
+            &p("other.png"),
+        ],
     );
     assert_error(&out, &["another model"]);
     assert!(!Path::new(&p("other.png")).exists());
-    let out = semi(&cache, &collect_args(&other, &store, &["--categories", "dog,car", "--n", "2"]));
+    let out = semi(
+        &cache,
+        &collect_args(&other, &store, &["--categories", "dog,car", "--n", "2"]),
+    );
     assert_error(&out, &["different models or probe settings", "model:"]);
 
     // Thresholds outside [0, 1].
     let out = semi(
         &cache,
-        &["init", "--store", &store, "--layout", &layout, "--out", &out_file, "--t-obj", "1.5"],
+        &[
+            "init", "--store", &store, "--layout", &layout, "--out", &out_file, "--t-obj", "1.5",
+        ],
     );
     assert_error(&out, &["outside [0, 1]"]);
     let out = semi(&cache, &["tickets", "inspect", &store, "--t-bg", "-0.1"]);
@@ -359,8 +531,19 @@ fn bad_input_is_one_line_and_writes_nothing() {
     .unwrap();
     let out = semi(
         &cache,
-        &["generate", "--model", &model, "--layout", &one, "--init", "semi", "--steps", "2",
-          "--out", &p("one.png")],
+        &[
+            "generate",
+            "--model",
+            &model,
+            "--layout",
+            &one,
+            "--init",
+            "semi",
+            "--steps",
+            "2",
+            "--out",
+            &p("one.png"),
+        ],
     );
     assert_error(&out, &["--partners"]);
     assert!(!Path::new(&p("one.png")).exists());

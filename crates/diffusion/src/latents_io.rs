@@ -85,8 +85,8 @@ pub fn write_latents(path: &Path, latents: &Tensor) -> Result<()> {
 
 /// Load latents saved by [`save_latents`] (or any f32 `latents` safetensors / `<f4` C-order npy).
 pub fn load_latents(path: &Path) -> Result<Latents> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("cannot read latents from {}", path.display()))?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read latents from {}", path.display()))?;
     let parsed = if is_npy(path) {
         parse_npy(&bytes).map(|(shape, data)| Latents {
             data,
@@ -275,7 +275,6 @@ mod tests {
             .contains("'shape': (2, 3, 2, 2)"));
         assert!(save_latents(&dir.path().join("b.npy"), &data, &[5], &meta).is_err());
     }
-
 
     #[test]
     fn npy_round_trip_and_numpy_header() {

@@ -29,8 +29,8 @@ pub fn cache_dir() -> Option<PathBuf> {
 
 /// The on-the-fly store for a probe fingerprint digest: `<cache>/stores/<digest>`.
 pub fn store_dir(digest: &str) -> Result<PathBuf> {
-    let root = cache_dir()
-        .context("no cache folder: set SEMI_CACHE (or HOME) or pass --store DIR")?;
+    let root =
+        cache_dir().context("no cache folder: set SEMI_CACHE (or HOME) or pass --store DIR")?;
     Ok(root.join("stores").join(digest))
 }
 
@@ -51,8 +51,8 @@ fn stamps(files: &[PathBuf]) -> Result<Vec<FileStamp>> {
     files
         .iter()
         .map(|f| {
-            let canon = std::fs::canonicalize(f)
-                .with_context(|| format!("cannot read {}", f.display()))?;
+            let canon =
+                std::fs::canonicalize(f).with_context(|| format!("cannot read {}", f.display()))?;
             let md = std::fs::metadata(&canon)?;
             let mtime_ns = md
                 .modified()?

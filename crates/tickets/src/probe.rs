@@ -186,7 +186,13 @@ pub fn plan_layers(
     };
     let factors: Vec<usize> = layers
         .iter()
-        .map(|l| cross.iter().find(|(c, _, _)| c == l).expect("known layer").1)
+        .map(|l| {
+            cross
+                .iter()
+                .find(|(c, _, _)| c == l)
+                .expect("known layer")
+                .1
+        })
         .collect();
     let factor = factors[0];
     if factors.iter().any(|f| *f != factor) {
@@ -196,7 +202,7 @@ pub fn plan_layers(
         );
     }
     let (lh, lw) = latent_hw;
-    if lh % factor != 0 || lw % factor != 0 {
+    if !lh.is_multiple_of(factor) || !lw.is_multiple_of(factor) {
         bail!("a {lh}x{lw} latent does not divide into the probed layer's 1/{factor} resolution");
     }
     Ok(LayerPlan {
@@ -226,7 +232,10 @@ pub fn category_spans(
     c1: &str,
     c2: &str,
 ) -> Result<(Vec<u32>, Vec<usize>, Vec<usize>)> {
-    let prompt = template.replace("{c1}", c1).replace("{c2}", c2).to_lowercase();
+    let prompt = template
+        .replace("{c1}", c1)
+        .replace("{c2}", c2)
+        .to_lowercase();
     let ids = tokenizer.encode(&prompt)?;
     let (p1, p2) = (
         template.find("{c1}").context("template lacks {c1}")?,
@@ -278,11 +287,7 @@ impl AttentionController for ProbeController<'_> {
         self.layers.iter().any(|l| l == site.path)
     }
 
-    fn edit_probs(
-        &mut self,
-        _site: &AttentionSite,
-        probs: Tensor,
-    ) -> candle_core::Result<Tensor> {
+    fn edit_probs(&mut self, _site: &AttentionSite, probs: Tensor) -> candle_core::Result<Tensor> {
         self.maps.push(probs.to_dtype(DType::F32)?.mean(1)?);
         Ok(probs)
     }
@@ -317,8 +322,8 @@ impl<'a> SdProber<'a> {
         let multiple = sd.size_multiple();
         if options.height == 0
             || options.width == 0
-            || options.height % multiple != 0
-            || options.width % multiple != 0
+            || !options.height.is_multiple_of(multiple)
+            || !options.width.is_multiple_of(multiple)
         {
             bail!(
                 "image size {}x{} must be positive multiples of {multiple} for this model",
@@ -395,7 +400,11 @@ impl<'a> SdProber<'a> {
 
     /// The raw (un-normalised) head- and layer-averaged maps `[rows, queries, 77]` for one noise
     /// image and several prompts (one batch row each).
-    pub fn attention_maps(&mut self, noise: &Tensor, prompts: &[String]) -> Result<Vec<Vec<Vec<f32>>>> {
+    pub fn attention_maps(
+        &mut self,
+        noise: &Tensor,
+        prompts: &[String],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let [c, h, w] = self.fingerprint.latent;
         if noise.dims() != [1, c, h, w] {
             bail!(

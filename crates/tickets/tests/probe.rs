@@ -11,7 +11,8 @@ use semi_tickets::probe::{category_spans, first_timestep, plan_layers, LayerChoi
 use semi_tickets::{min_max_normalize, ProbeOptions, Prober, SdProber};
 
 fn tiny() -> StableDiffusion {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../diffusion/tests/fixtures/tiny-sd1");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../diffusion/tests/fixtures/tiny-sd1");
     StableDiffusion::load(&dir, &Device::Cpu, DType::F32, Variant::Full).unwrap()
 }
 
@@ -51,7 +52,8 @@ fn plan_timestep_and_fingerprint() {
     )
     .unwrap();
     assert!(plan_layers(&sd.unet, (16, 16), &mixed).is_err());
-    let selfattn = LayerChoice::parse("down_blocks.1.attentions.0.transformer_blocks.0.attn1").unwrap();
+    let selfattn =
+        LayerChoice::parse("down_blocks.1.attentions.0.transformer_blocks.0.attn1").unwrap();
     assert!(plan_layers(&sd.unet, (16, 16), &selfattn).is_err());
 
     let prober = SdProber::new(&sd, "m".into(), &ProbeOptions::new(32, 32)).unwrap();
@@ -74,11 +76,16 @@ fn multi_token_names_are_summed() {
     assert_eq!(ids, sd.tokenizer.encode("a dog and a car").unwrap());
     // A name inside the other gets its own tokens: "hot dog" then "dog".
     let (_, a, b) = category_spans(&sd.tokenizer, "a {c1} and a {c2}", "hot dog", "dog").unwrap();
-    assert!(a.len() >= 3 && b.len() == 2 && b[0] > *a.last().unwrap(), "{a:?} {b:?}");
+    assert!(
+        a.len() >= 3 && b.len() == 2 && b[0] > *a.last().unwrap(),
+        "{a:?} {b:?}"
+    );
 
     let mut prober = SdProber::new(&sd, "m".into(), &ProbeOptions::new(32, 32)).unwrap();
     let z = noise(3);
-    let raw = prober.attention_maps(&z, &["a dog and a car".into()]).unwrap();
+    let raw = prober
+        .attention_maps(&z, &["a dog and a car".into()])
+        .unwrap();
     assert_eq!((raw[0].len(), raw[0][0].len()), (64, 77));
     for row in &raw[0] {
         let total: f32 = row.iter().sum();
@@ -89,13 +96,20 @@ fn multi_token_names_are_summed() {
     min_max_normalize(&mut want_dog).unwrap();
     min_max_normalize(&mut want_car).unwrap();
     let (s_dog, s_car) = prober.probe(&z, ("dog", "car")).unwrap();
-    for (a, b) in s_dog.iter().zip(&want_dog).chain(s_car.iter().zip(&want_car)) {
+    for (a, b) in s_dog
+        .iter()
+        .zip(&want_dog)
+        .chain(s_car.iter().zip(&want_car))
+    {
         assert!((a - b).abs() < 1e-6);
     }
     // Summing both tokens differs from either token alone.
     let mut first_only: Vec<f32> = raw[0].iter().map(|r| r[2]).collect();
     min_max_normalize(&mut first_only).unwrap();
-    assert!(s_dog.iter().zip(&first_only).any(|(a, b)| (a - b).abs() > 1e-3));
+    assert!(s_dog
+        .iter()
+        .zip(&first_only)
+        .any(|(a, b)| (a - b).abs() > 1e-3));
 }
 
 #[test]
