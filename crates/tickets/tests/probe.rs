@@ -171,3 +171,49 @@ fn the_pass_stops_after_the_probed_layer() {
     assert!(stop + 1 < total, "up_blocks.2 is never computed");
     assert!(a.contains(&1.0));
 }
+
+#[test]
+fn model_fingerprint_is_cached_on_disk() {
+    use semi_diffusion::loading::ModelFiles;
+    use semi_tickets::cache::model_fingerprint_cached;
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../diffusion/tests/fixtures/tiny-sd1");
+    let files = ModelFiles::check(&dir, Variant::Full).unwrap();
+    let real = files.fingerprint().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("fingerprints.json");
+    assert_eq!(
+        model_fingerprint_cached(&files, Some(&cache)).unwrap(),
+        real
+    );
+    // A planted digest is returned as long as the files' stamps match: the cache is really read.
+    let text = std::fs::read_to_string(&cache).unwrap();
+    assert!(text.contains(&real));
+    std::fs::write(&cache, text.replace(&real, "planted")).unwrap();
+    assert_eq!(
+        model_fingerprint_cached(&files, Some(&cache)).unwrap(),
+        "planted"
+    );
+    // A changed stamp (here: a recorded size) makes it hash again.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let mut v2 = v.clone();
+    let entry = v2["entries"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+        .next()
+        .unwrap();
+    entry[0][0]["len"] = serde_json::json!(1);
+    std::fs::write(&cache, serde_json::to_vec(&v2).unwrap()).unwrap();
+    assert_eq!(
+        model_fingerprint_cached(&files, Some(&cache)).unwrap(),
+        real
+    );
+    // A corrupt cache costs only the hashing.
+    std::fs::write(&cache, b"not json").unwrap();
+    assert_eq!(
+        model_fingerprint_cached(&files, Some(&cache)).unwrap(),
+        real
+    );
+}
