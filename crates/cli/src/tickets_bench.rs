@@ -96,9 +96,8 @@ fn bench_unet(
         "{name}: latent {}x{}, probed layer {} (grid {}x{}), t = {timestep}, median of {runs} runs",
         latent.0, latent.1, plan.stop_after, plan.grid[0], plan.grid[1]
     );
+    // Each row is printed as soon as it is measured (SD-size rows take a while on a CPU).
     let p1 = probe(1)?;
-    let f1 = forward(1)?;
-    let f2 = forward(2)?;
     println!("  probe pass, batch 1              {:>9.4} s", p1);
     for &b in batches {
         let pb = probe(b)?;
@@ -108,7 +107,9 @@ fn bench_unet(
             pb / b as f64 / p1
         );
     }
+    let f1 = forward(1)?;
     println!("  full UNet forward, batch 1       {:>9.4} s", f1);
+    let f2 = forward(2)?;
     println!("  CFG UNet forward, batch 2        {:>9.4} s", f2);
     println!(
         "  probe / forward batch 1 = {:.3};  probe / CFG batch 2 = {:.3} ({:.1}x cheaper)",
