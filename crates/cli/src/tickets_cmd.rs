@@ -202,7 +202,8 @@ fn run_inspect(args: &InspectArgs) -> Result<()> {
     let m = store.manifest();
     let f = store.fingerprint();
     let mut stats = Vec::new();
-    if status.is_complete() {
+    // A shard holds only some chunks of each pair: selection needs the merged store.
+    if status.is_complete() && m.shard.is_none() {
         for c in store.categories() {
             let sel = select(&store, &[c], &rule)?;
             let (avg, partners) = store.average_scores(c)?;
@@ -289,7 +290,9 @@ fn run_inspect(args: &InspectArgs) -> Result<()> {
     }
     if let Some(path) = &args.histograms {
         if stats.is_empty() {
-            bail!("the store is incomplete: no histograms (rerun collect first)");
+            bail!(
+                "the store is incomplete or a shard: no histograms (finish collect, merge shards)"
+            );
         }
         let (t_obj, t_bg) = match rule {
             semi_tickets::Rule::Paper { t_obj, t_bg } => (Some(t_obj), Some(t_bg)),

@@ -371,6 +371,14 @@ fn shards_merge_to_the_single_run() {
         args.extend(["--shard", shard.as_str()]);
         assert!(ok(semi(&cache, &args)).contains(&format!("shard {i}/2")));
     }
+    // A shard can be inspected (no selection: it holds only some chunks of each pair).
+    let shown = ok(semi(&cache, &["tickets", "inspect", &p("s0"), "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(
+        (v["shard"].as_str(), v["complete"].as_bool()),
+        (Some("0/2"), Some(true))
+    );
+    assert!(v["per_category"].as_array().unwrap().is_empty());
     // A missing shard is refused and nothing is written.
     let out = semi(&cache, &["tickets", "merge", "--out", &p("bad"), &p("s0")]);
     assert_error(&out, &["shard"]);
