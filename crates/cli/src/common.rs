@@ -72,7 +72,8 @@ pub struct ProbeArgs {
     /// 1/4-latent grid), `all` (every cross-attention layer at that resolution), or layer paths.
     #[arg(long, default_value = "default")]
     pub layers: String,
-    /// Contrastive prompts per UNet pass (batch rows sharing one noise image).
+    /// Contrastive prompts per UNet pass (batch rows sharing one noise image). On a CPU this
+    /// gave no reliable gain (`semi tickets bench`), hence 1; try it on a GPU.
     #[arg(long, default_value_t = 1)]
     pub pairs_per_pass: usize,
 }

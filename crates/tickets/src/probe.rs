@@ -21,7 +21,8 @@
 //!   normalised per map. The grid is the probed layers' resolution.
 //!
 //! Several pairs can share one pass ([`Prober::probe_pairs`]): batch rows are prompts, the noise
-//! is repeated.
+//! is repeated. On a (shared, 2-core) CPU this did not pay reliably (per-pair time 0.7x-1.9x of
+//! batch 1 across runs, `semi tickets bench`), so [`ProbeOptions::new`] keeps one pair per pass.
 
 use std::cell::Cell;
 use std::collections::HashMap;
