@@ -1,13 +1,15 @@
-//! `semi generate`: one prompt, one image.
+//! `semi generate`: one prompt (or one layout), one image; initial latents from seeded Gaussian
+//! noise, a file, or semantic-driven initialisation from a ticket store (`--init semi`).
 
-use crate::latents_file::{read_latents, write_latents};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use semi_diffusion::image::{save_png, save_sidecar, ImageParams};
+use semi_diffusion::latents_io::{read_latents, write_latents};
 use semi_diffusion::loading::{resolve_model, ModelFiles, Variant};
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
+use semi_layout::Layout;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -17,17 +19,49 @@ pub enum DeviceArg {
     Metal,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    Gaussian,
+    Semi,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
     /// A diffusers folder, or a Hugging Face repo id (owner/name) already in the local HF cache.
     #[arg(long)]
     pub model: String,
-    #[arg(long)]
-    pub prompt: String,
+    /// The prompt (or give --layout).
+    #[arg(long, required_unless_present = "layout")]
+    pub prompt: Option<String>,
     #[arg(long, default_value = "")]
     pub negative_prompt: String,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    /// Seed of the initial noise [default: the layout's seed, else 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// A layout (JSON): prompt, size, seed and boxes; also writes `<out>.boxes.png`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "height", "width"])]
+    pub layout: Option<PathBuf>,
+    /// Initial latents: seeded Gaussian noise, or SemI from a ticket store (needs --layout).
+    #[arg(long, value_enum, default_value_t = InitArg::Gaussian)]
+    pub init: InitArg,
+    /// The ticket store for --init semi [default: a cache store for this model and probe
+    /// settings under $SEMI_CACHE/stores (~/.cache/semi/stores), filled on the fly].
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Noise images N when filling the cache store on the fly.
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Extra categories to contrast the layout's categories with on the fly (needed for a
+    /// one-category layout).
+    #[arg(long)]
+    pub partners: Option<String>,
+    #[command(flatten)]
+    pub rule: crate::common::RuleArgs,
+    /// SemI: standardise each latent channel afterwards.
+    #[arg(long)]
+    pub recalibrate: bool,
+    #[command(flatten)]
+    pub probe: crate::common::ProbeArgs,
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// Classifier-free guidance scale (<= 1 turns guidance off).
@@ -97,15 +131,31 @@ pub fn check_output_path(path: &Path, flag: &str) -> Result<()> {
 
 /// The request for a checked model folder: sizes defaulted and validated, latents read and
 /// shape-checked, all before any weights are loaded.
-pub fn build_request(args: &GenerateArgs, files: &ModelFiles) -> Result<GenerateRequest> {
-    let (height, width) = match (args.height, args.width, files.default_size()) {
-        (Some(h), Some(w), _) => (h, w),
-        (h, w, Some((dh, dw))) => (h.unwrap_or(dh), w.unwrap_or(dw)),
+pub fn build_request(
+    args: &GenerateArgs,
+    layout: Option<&Layout>,
+    files: &ModelFiles,
+) -> Result<GenerateRequest> {
+    let (height, width) = match (layout, args.height, args.width, files.default_size()) {
+        (Some(l), ..) => (l.height as usize, l.width as usize),
+        (None, Some(h), Some(w), _) => (h, w),
+        (None, h, w, Some((dh, dw))) => (h.unwrap_or(dh), w.unwrap_or(dw)),
         _ => bail!("the model's unet/config.json has no sample_size; pass --height and --width"),
     };
-    let mut req = GenerateRequest::new(args.prompt.clone(), height, width);
-    req.negative_prompt = args.negative_prompt.clone();
-    req.seed = args.seed;
+    let prompt = match (layout, &args.prompt) {
+        (Some(l), _) => l.prompt.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => bail!("give --prompt or --layout"),
+    };
+    if prompt.trim().is_empty() {
+        bail!("the prompt is empty");
+    }
+    let mut req = GenerateRequest::new(prompt, height, width);
+    req.negative_prompt = match layout.and_then(|l| l.negative_prompt.clone()) {
+        Some(n) if args.negative_prompt.is_empty() => n,
+        _ => args.negative_prompt.clone(),
+    };
+    req.seed = args.seed.or(layout.and_then(|l| l.seed)).unwrap_or(0);
     req.steps = args.steps;
     req.guidance_scale = args.guidance;
     req.eta = args.eta;
@@ -146,14 +196,34 @@ fn progress_bar(steps: usize) -> ProgressBar {
 }
 
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    if args.prompt.trim().is_empty() {
-        bail!("the prompt is empty");
+    if let Some(p) = &args.prompt {
+        if p.trim().is_empty() {
+            bail!("the prompt is empty");
+        }
     }
+    let semi = args.init == InitArg::Semi;
+    if semi && args.layout.is_none() {
+        bail!("--init semi needs --layout (the boxes say where each category's tickets go)");
+    }
+    if semi && args.latents.is_some() {
+        bail!("--init semi and --latents both give initial latents; choose one");
+    }
+    if semi && args.fp16 && args.store.is_none() {
+        bail!("--init semi probes in f32 to fill its cache store; drop --fp16 or pass --store");
+    }
+    if args.n == 0 {
+        bail!("--n must be at least 1 noise image");
+    }
+    let rule = args.rule.rule()?;
     let device = select_device(args.device)?;
     check_output_path(&args.out, "--out")?;
     if let Some(p) = &args.save_latents {
         check_output_path(p, "--save-latents")?;
     }
+    let layout = match &args.layout {
+        Some(p) => Some(crate::common::read_layout(p)?),
+        None => None,
+    };
     let dir = resolve_model(&args.model)?;
     let variant = if args.fp16 {
         Variant::Fp16
@@ -161,9 +231,41 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         Variant::Full
     };
     let files = ModelFiles::check(&dir, variant)?;
-    let req = build_request(args, &files)?;
+    let mut req = build_request(args, layout.as_ref(), &files)?;
+    let model_fingerprint = if semi {
+        Some(semi_tickets::cache::model_fingerprint(&files)?)
+    } else {
+        None
+    };
     let dtype = if args.fp16 { DType::F16 } else { DType::F32 };
     let sd = StableDiffusion::from_files(files, &device, dtype)?;
+
+    let mut extra = serde_json::Map::new();
+    if let (Some(layout), Some(fp)) = (&layout, &model_fingerprint) {
+        let layout_path = args.layout.as_deref().expect("checked");
+        let store = crate::semi_store::store_for(args, &sd, fp, layout)?;
+        let options = semi_tickets::InitOptions {
+            seed: req.seed,
+            method: semi_tickets::InitMethod::SemI,
+            recalibrate: args.recalibrate,
+        };
+        let c = crate::init::build_latents(&store, layout, &rule, &options)?;
+        req.latents = Some(candle_core::Tensor::from_vec(
+            c.latents,
+            c.shape.to_vec(),
+            &Device::Cpu,
+        )?);
+        for (k, v) in crate::init::metadata(&store, layout_path, &rule, &options) {
+            extra.insert(format!("init_{k}"), v.into());
+        }
+    }
+    if let Some(layout) = &layout {
+        extra.insert(
+            "init".into(),
+            format!("{:?}", args.init).to_lowercase().into(),
+        );
+        extra.insert("layout".into(), serde_json::to_value(layout)?);
+    }
 
     let pb = progress_bar(req.steps);
     let out = sd.generate(&req, None, &mut |ev| {
@@ -183,14 +285,27 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         model: args.model.clone(),
         width: req.width,
         height: req.height,
-        extra: Default::default(),
+        extra,
     };
     save_png(&args.out, &out.image, &params)?;
     let sidecar = save_sidecar(&args.out, &params)?;
     println!("wrote {} and {}", args.out.display(), sidecar.display());
+    if let Some(layout) = &layout {
+        let preview = boxes_path(&args.out);
+        let (w, h, rgb) = semi_diffusion::image::to_rgb8(&out.image)?;
+        let image = semi_toyworld::image::RgbImage::from_raw(w, h, rgb)?;
+        let boxes: Vec<[f64; 4]> = layout.objects.iter().map(|o| o.bbox.to_array()).collect();
+        crate::plot::boxes_over(&image, &boxes).save_png(&preview, &[("Title", "layout boxes")])?;
+        println!("wrote {} (layout boxes)", preview.display());
+    }
     if let Some(p) = &args.save_latents {
         write_latents(p, &out.latents)?;
         println!("wrote {}", p.display());
     }
     Ok(())
+}
+
+/// `<out>.boxes.png` next to the image: `image.png` -> `image.boxes.png`.
+pub fn boxes_path(out: &Path) -> PathBuf {
+    out.with_extension("boxes.png")
 }

@@ -1,8 +1,13 @@
 //! The `semi` command.
 
 mod bench;
+mod common;
 mod generate;
-mod latents_file;
+mod init;
+mod plot;
+mod semi_store;
+mod tickets_bench;
+mod tickets_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +24,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate one image from a prompt with Stable Diffusion (DDIM).
+    /// Generate one image from a prompt or a layout with Stable Diffusion (DDIM).
     Generate(generate::GenerateArgs),
     /// Time the SD-1.5-size UNet, probe pass, text encoder and VAE decoder on the CPU.
     Bench(bench::BenchArgs),
+    /// Lottery-ticket stores: collect, merge, inspect, bench.
+    Tickets(tickets_cmd::TicketsArgs),
+    /// Initial latents for a layout from a ticket store (SemI).
+    Init(init::InitArgs),
 }
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
@@ -74,6 +83,8 @@ fn main() {
     let result = match cli.command {
         Command::Generate(args) => generate::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Tickets(args) => tickets_cmd::run(&args),
+        Command::Init(args) => init::run(&args),
     };
     if let Err(e) = result {
         report(&e);

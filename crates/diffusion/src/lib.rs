@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod controller;
 pub mod image;
+pub mod latents_io;
 pub mod loading;
 pub mod nn;
 pub mod noise;

@@ -450,6 +450,12 @@ impl ModelFiles {
     /// A stable identity of everything the ticket probe depends on: the configs and weights of
     /// the UNet and text encoder, the tokenizer files and the scheduler config (see [`fingerprint`]).
     pub fn fingerprint(&self) -> Result<String> {
+        fingerprint(&self.root, &self.fingerprint_files())
+    }
+
+    /// The files [`Self::fingerprint`] hashes (so callers can cache the result across processes
+    /// keyed by their sizes and modification times).
+    pub fn fingerprint_files(&self) -> Vec<PathBuf> {
         let mut files = vec![
             self.unet.config_path.clone(),
             self.text_encoder.config_path.clone(),
@@ -458,7 +464,7 @@ impl ModelFiles {
         files.extend(self.tokenizer_files.iter().cloned());
         files.extend(self.unet.weights.iter().cloned());
         files.extend(self.text_encoder.weights.iter().cloned());
-        fingerprint(&self.root, &files)
+        files
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use semi_tickets::bench::{build_synthetic_store, time_selection};
+use semi_tickets::bench::{bench_requests, build_synthetic_store, time_selection};
 use semi_tickets::{construct, InitMethod, InitOptions, Rule, Store};
 
 fn main() -> Result<()> {
@@ -35,25 +35,7 @@ fn main() -> Result<()> {
         store.n_images(),
         store.n_blocks()
     );
-    // The best-connected categories, so each request reads as many pairs as possible.
-    let mut cats: Vec<(usize, String)> = store
-        .categories()
-        .iter()
-        .map(|c| (store.partners(c).len(), c.clone()))
-        .collect();
-    cats.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let top: Vec<String> = cats.iter().map(|(_, c)| c.clone()).collect();
-    // Requests whose every pair is in the store (for the several-category rule).
-    let mut pick = vec![top[0].clone()];
-    for c in &top[1..] {
-        if pick.len() == 3 {
-            break;
-        }
-        if pick.iter().all(|p| store.partners(p).contains(&c.as_str())) {
-            pick.push(c.clone());
-        }
-    }
-    let requests: Vec<Vec<String>> = (1..=pick.len()).map(|k| pick[..k].to_vec()).collect();
+    let requests = bench_requests(&store);
     for (name, rule) in [
         ("paper", Rule::paper(0.5, 0.1)?),
         ("authors", Rule::authors()),

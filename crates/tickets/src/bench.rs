@@ -112,3 +112,29 @@ pub fn time_selection(
     }
     Ok(out)
 }
+
+/// Requests of 1, 2 and 3 categories for timing: the best-connected categories of the store (so
+/// each request reads as many partner pairs as possible) whose every pair is in the store (as
+/// the several-category rule needs).
+pub fn bench_requests(store: &Store) -> Vec<Vec<String>> {
+    let mut cats: Vec<(usize, String)> = store
+        .categories()
+        .iter()
+        .map(|c| (store.partners(c).len(), c.clone()))
+        .collect();
+    cats.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let top: Vec<String> = cats.iter().map(|(_, c)| c.clone()).collect();
+    let Some(first) = top.first() else {
+        return Vec::new();
+    };
+    let mut pick = vec![first.clone()];
+    for c in &top[1..] {
+        if pick.len() == 3 {
+            break;
+        }
+        if pick.iter().all(|p| store.partners(p).contains(&c.as_str())) {
+            pick.push(c.clone());
+        }
+    }
+    (1..=pick.len()).map(|k| pick[..k].to_vec()).collect()
+}

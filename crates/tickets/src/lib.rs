@@ -11,14 +11,17 @@
 //! 3. [`construct()`] (or [`semi_init`] = select + construct) turns a layout into initial latents;
 //!    [`save_latents`] writes them as safetensors (`latents`) or `.npy`.
 //!
+//! [`SdProber`] ([`mod@probe`]) is the real probe on a loaded Stable Diffusion model;
 //! [`FakeProber`] stands in for the UNet probe in tests and benchmarks ([`mod@bench`]).
 
 pub mod bench;
+pub mod cache;
 pub mod construct;
 pub mod fingerprint;
 pub mod fsutil;
 pub mod latents;
 pub mod names;
+pub mod probe;
 pub mod prober;
 pub mod rng;
 pub mod select;
@@ -31,6 +34,7 @@ pub use construct::{
 pub use fingerprint::{hash_files, ProbeFingerprint};
 pub use latents::{load_latents, save_latents, Latents};
 pub use names::{all_pairs, parse_category_list, parse_pairs, read_pairs_file, Pair};
+pub use probe::{LayerChoice, ProbeOptions, SdProber};
 pub use prober::{min_max_normalize, FakeProber, Prober};
 pub use select::{select, AuthorsThresholds, Rule, Selection, SelectionReport, SetReport};
 pub use shard::{Shard, SlurmArray};

@@ -1,42 +1,78 @@
-//! Initial/final latents on disk: safetensors (key `latents`) or numpy `.npy`, both f32.
+//! Initial latents on disk (DESIGN.md section 3), the one implementation every crate uses:
+//! safetensors with the key `latents`, or `.npy`, f32 `[N, C, h, w]`, so diffusers users can pass
+//! them as `latents=` (and `np.save(path, latents.numpy())` files load here). Written atomically.
 //!
-//! The `.npy` reader and writer are deliberately tiny: little-endian f32 in C order is all that
-//! diffusers users produce with `np.save(path, latents.numpy())`, and anything else gets a clear
-//! error instead of a silent conversion.
+//! Safetensors files carry the caller's metadata as one `__metadata__` entry `semi` holding a
+//! JSON object with sorted keys (one entry, so the file bytes do not depend on hash order).
+//! The `.npy` reader is deliberately tiny: little-endian f32 in C order is what diffusers users
+//! produce, and anything else gets a clear error instead of a silent conversion.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use semi_diffusion::image::write_atomic;
-use std::io::Write;
-use std::path::Path;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+
+use crate::image::write_atomic;
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Latents and their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latents {
+    pub data: Vec<f32>,
+    pub shape: Vec<usize>,
+    /// The `semi` metadata (safetensors only; empty for `.npy`).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn check_shape(data: &[f32], shape: &[usize]) -> Result<()> {
+    if shape.iter().product::<usize>() != data.len() {
+        bail!(
+            "latents shape {shape:?} does not match {} values",
+            data.len()
+        );
+    }
+    Ok(())
+}
 
 fn is_npy(path: &Path) -> bool {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
-/// Reads latents from `.safetensors` (key `latents`) or `.npy` as an f32 CPU tensor.
-pub fn read_latents(path: &Path) -> Result<Tensor> {
-    let read = || -> Result<Tensor> {
-        if is_npy(path) {
-            let bytes = std::fs::read(path)?;
-            let (shape, data) = parse_npy(&bytes)?;
-            Ok(Tensor::from_vec(data, shape, &Device::Cpu)?)
-        } else {
-            let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)
-                .context("not a readable safetensors file")?;
-            let t = tensors.remove("latents").with_context(|| {
-                let mut keys: Vec<_> = tensors.keys().cloned().collect();
-                keys.sort();
-                format!("no tensor named `latents` (found: {})", keys.join(", "))
-            })?;
-            Ok(t.to_dtype(DType::F32)?)
-        }
+/// Save by extension: `.npy` as NumPy, anything else as safetensors (key `latents`).
+pub fn save_latents(
+    path: &Path,
+    data: &[f32],
+    shape: &[usize],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
+    check_shape(data, shape)?;
+    let bytes = if is_npy(path) {
+        npy_bytes(data, shape)
+    } else {
+        safetensors_bytes(data, shape, metadata)?
     };
-    read().with_context(|| format!("cannot read latents from {}", path.display()))
+    write_atomic(path, |f| Ok(f.write_all(&bytes)?))
+        .with_context(|| format!("cannot save latents to {}", path.display()))
 }
 
-/// Writes latents as `.npy` or (any other extension) safetensors with key `latents`, atomically.
+/// Latents as an f32 CPU tensor (any `latents` safetensors dtype that candle reads, or `.npy`).
+pub fn read_latents(path: &Path) -> Result<Tensor> {
+    let l = load_latents(path)?;
+    Ok(Tensor::from_vec(l.data, l.shape, &Device::Cpu)?)
+}
+
+/// Write a tensor's values (converted to f32) with [`save_latents`] and no metadata.
 pub fn write_latents(path: &Path, latents: &Tensor) -> Result<()> {
     let t = latents
         .to_device(&Device::Cpu)?
@@ -44,36 +80,79 @@ pub fn write_latents(path: &Path, latents: &Tensor) -> Result<()> {
         .contiguous()?;
     let shape = t.dims().to_vec();
     let data = t.flatten_all()?.to_vec1::<f32>()?;
-    let bytes = if is_npy(path) {
-        npy_bytes(&shape, &data)
-    } else {
-        safetensors_bytes("latents", &shape, &data)
-    };
-    write_atomic(path, |f| Ok(f.write_all(&bytes)?))
+    save_latents(path, &data, &shape, &BTreeMap::new())
 }
 
-/// A single-tensor f32 safetensors file.
-fn safetensors_bytes(name: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
-    let header = serde_json::json!({
-        name: {"dtype": "F32", "shape": shape, "data_offsets": [0, data.len() * 4]}
+/// Load latents saved by [`save_latents`] (or any f32 `latents` safetensors / `<f4` C-order npy).
+pub fn load_latents(path: &Path) -> Result<Latents> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read latents from {}", path.display()))?;
+    let parsed = if is_npy(path) {
+        parse_npy(&bytes).map(|(shape, data)| Latents {
+            data,
+            shape,
+            metadata: BTreeMap::new(),
+        })
+    } else {
+        parse_safetensors(&bytes)
+    };
+    parsed.with_context(|| format!("cannot read latents from {}", path.display()))
+}
+
+/// Safetensors bytes with tensor `latents` (f32) and the `semi` metadata entry.
+pub fn safetensors_bytes(
+    data: &[f32],
+    shape: &[usize],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    check_shape(data, shape)?;
+    let raw = f32_bytes(data);
+    let view = TensorView::new(Dtype::F32, shape.to_vec(), &raw)?;
+    let info = (!metadata.is_empty()).then(|| {
+        HashMap::from([(
+            "semi".to_string(),
+            serde_json::to_string(metadata).expect("metadata serialises"),
+        )])
+    });
+    Ok(safetensors::tensor::serialize([("latents", view)], info)?)
+}
+
+fn parse_safetensors(bytes: &[u8]) -> Result<Latents> {
+    let st = SafeTensors::deserialize(bytes).context("not a readable safetensors file")?;
+    let t = st.tensor("latents").map_err(|_| {
+        let mut keys = st.names();
+        keys.sort();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        anyhow::anyhow!("no tensor named `latents` (found: {})", keys.join(", "))
+    })?;
+    let data: Vec<f32> = if t.dtype() == Dtype::F32 {
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    } else {
+        // Half-precision (or f64) latents from other tools: convert, as diffusers would.
+        candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+            .and_then(|mut m| {
+                let x = m.remove("latents").expect("checked above");
+                x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+            })
+            .with_context(|| format!("cannot convert `latents` of dtype {:?} to f32", t.dtype()))?
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes)?;
+    let metadata = match header.metadata().as_ref().and_then(|m| m.get("semi")) {
+        Some(json) => serde_json::from_str(json).context("malformed `semi` metadata")?,
+        None => BTreeMap::new(),
+    };
+    Ok(Latents {
+        data,
+        shape: t.shape().to_vec(),
+        metadata,
     })
-    .to_string();
-    let mut header = header.into_bytes();
-    // The data section starts 8-byte aligned, as the reference implementation writes it.
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-    let mut out = Vec::with_capacity(8 + header.len() + data.len() * 4);
-    out.extend((header.len() as u64).to_le_bytes());
-    out.extend(header);
-    for v in data {
-        out.extend(v.to_le_bytes());
-    }
-    out
 }
 
 /// `np.save` of a C-order little-endian f32 array (format version 1.0).
-pub fn npy_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
+pub fn npy_bytes(data: &[f32], shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_str = match dims.len() {
         1 => format!("({},)", dims[0]),
@@ -174,9 +253,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<f32> = (0..2 * 3 * 2 * 2).map(|v| v as f32 * 0.5 - 1.0).collect();
+        let shape = [2, 3, 2, 2];
+        let meta = BTreeMap::from([("seed".to_string(), "7".to_string())]);
+        for name in ["a.safetensors", "a.npy"] {
+            let p = dir.path().join(name);
+            save_latents(&p, &data, &shape, &meta).unwrap();
+            let l = load_latents(&p).unwrap();
+            assert_eq!(l.data, data);
+            assert_eq!(l.shape, shape);
+            if name.ends_with("safetensors") {
+                assert_eq!(l.metadata, meta);
+            }
+        }
+        let npy = npy_bytes(&data, &shape);
+        assert_eq!((npy.len() - data.len() * 4) % 64, 0);
+        assert!(std::str::from_utf8(&npy[10..npy.len() - data.len() * 4])
+            .unwrap()
+            .contains("'shape': (2, 3, 2, 2)"));
+        assert!(save_latents(&dir.path().join("b.npy"), &data, &[5], &meta).is_err());
+    }
+
+    #[test]
     fn npy_round_trip_and_numpy_header() {
         let data: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let bytes = npy_bytes(&[1, 2, 3, 4], &data);
+        let bytes = npy_bytes(&data, &[1, 2, 3, 4]);
         // np.save writes 224 bytes here: a 118-byte header (10 + 118 = 128) and 96 data bytes.
         assert_eq!(bytes.len(), 224);
         assert_eq!(&bytes[..10], b"\x93NUMPY\x01\x00\x76\x00");
@@ -190,22 +293,22 @@ mod tests {
         let (shape, back) = parse_npy(&bytes).unwrap();
         assert_eq!(shape, vec![1, 2, 3, 4]);
         assert_eq!(back, data);
-        let (shape, _) = parse_npy(&npy_bytes(&[5], &[0.0; 5])).unwrap();
+        let (shape, _) = parse_npy(&npy_bytes(&[0.0; 5], &[5])).unwrap();
         assert_eq!(shape, vec![5]);
     }
 
     #[test]
     fn npy_rejections() {
-        let mut f8 = npy_bytes(&[2], &[1.0, 2.0]);
+        let mut f8 = npy_bytes(&[1.0, 2.0], &[2]);
         let pos = f8.windows(3).position(|w| w == b"<f4").unwrap();
         f8[pos + 2] = b'8';
         let err = parse_npy(&f8).unwrap_err().to_string();
         assert!(err.contains("<f8"), "{err}");
-        let mut fortran = npy_bytes(&[2], &[1.0, 2.0]);
+        let mut fortran = npy_bytes(&[1.0, 2.0], &[2]);
         let pos = fortran.windows(5).position(|w| w == b"False").unwrap();
         fortran[pos..pos + 5].copy_from_slice(b"True ");
         assert!(parse_npy(&fortran).is_err());
-        let mut short = npy_bytes(&[2], &[1.0, 2.0]);
+        let mut short = npy_bytes(&[1.0, 2.0], &[2]);
         short.pop();
         assert!(parse_npy(&short)
             .unwrap_err()

@@ -1,0 +1,136 @@
+//! `semi init`: initial latents for a layout from a ticket store (SemI, paper 3.2).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use semi_layout::Layout;
+use semi_tickets::{semi_init, Construction, InitMethod, InitOptions, Rule, Store};
+
+use crate::common::{read_layout, RuleArgs};
+use crate::generate::check_output_path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Control {
+    /// Gaussian blocks matched to each ticket set's per-channel mean and variance.
+    ColourMatched,
+}
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// The ticket store.
+    #[arg(long)]
+    pub store: PathBuf,
+    /// The layout (JSON: prompt, width, height, seed, objects with phrase, category, bbox).
+    #[arg(long)]
+    pub layout: PathBuf,
+    #[command(flatten)]
+    pub rule: RuleArgs,
+    /// Construction seed [default: the layout's seed, else 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Standardise each latent channel to zero mean and unit variance afterwards.
+    #[arg(long)]
+    pub recalibrate: bool,
+    /// Build a control instead of SemI latents.
+    #[arg(long, value_enum)]
+    pub control: Option<Control>,
+    /// Refuse a store not made with this model (folder or HF cache repo id).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Output: .safetensors (key `latents`) or .npy, f32 [1, C, H/8, W/8].
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Selection and construction with the report printed; the latents are `[1, C, h, w]`.
+pub fn build_latents(
+    store: &Store,
+    layout: &Layout,
+    rule: &Rule,
+    options: &InitOptions,
+) -> Result<Construction> {
+    let (selection, construction) = semi_init(store, layout, rule, options)?;
+    print!("{}", selection.report);
+    println!("construction ({}):", method_name(options));
+    print!("{construction}");
+    Ok(construction)
+}
+
+fn method_name(o: &InitOptions) -> String {
+    let m = match o.method {
+        InitMethod::SemI => "SemI",
+        InitMethod::ColourMatchedControl => "colour-matched control",
+    };
+    format!(
+        "{m}, seed {}{}",
+        o.seed,
+        if o.recalibrate { ", recalibrated" } else { "" }
+    )
+}
+
+/// Metadata recorded in the latents file.
+pub fn metadata(
+    store: &Store,
+    layout_path: &std::path::Path,
+    rule: &Rule,
+    options: &InitOptions,
+) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("layout".to_string(), layout_path.display().to_string()),
+        ("store".to_string(), store.dir().display().to_string()),
+        (
+            "store_fingerprint".to_string(),
+            store.fingerprint().digest(),
+        ),
+        ("model".to_string(), store.fingerprint().model.clone()),
+        ("rule".to_string(), rule.to_string()),
+        ("method".to_string(), method_name(options)),
+    ])
+}
+
+pub fn run(args: &InitArgs) -> Result<()> {
+    let rule = args.rule.rule()?;
+    check_output_path(&args.out, "--out")?;
+    let layout = read_layout(&args.layout)?;
+    let store = match &args.model {
+        Some(spec) => {
+            let dir = semi_diffusion::loading::resolve_model(spec)?;
+            let files = semi_diffusion::loading::ModelFiles::check(
+                &dir,
+                semi_diffusion::loading::Variant::Full,
+            )?;
+            let model = semi_tickets::cache::model_fingerprint(&files)?;
+            let store = Store::open(&args.store)?;
+            if store.fingerprint().model != model {
+                anyhow::bail!(
+                    "the store {} was made with another model (fingerprint {}...), not {spec} ({}...)",
+                    args.store.display(),
+                    &store.fingerprint().model[..12.min(store.fingerprint().model.len())],
+                    &model[..12.min(model.len())]
+                );
+            }
+            store
+        }
+        None => Store::open(&args.store)?,
+    };
+    let options = InitOptions {
+        seed: args.seed.or(layout.seed).unwrap_or(0),
+        method: match args.control {
+            Some(Control::ColourMatched) => InitMethod::ColourMatchedControl,
+            None => InitMethod::SemI,
+        },
+        recalibrate: args.recalibrate,
+    };
+    let c = build_latents(&store, &layout, &rule, &options)?;
+    semi_diffusion::latents_io::save_latents(
+        &args.out,
+        &c.latents,
+        &c.shape,
+        &metadata(&store, &args.layout, &rule, &options),
+    )
+    .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("wrote {} {:?}", args.out.display(), c.shape);
+    Ok(())
+}
