@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use semi_diffusion::loading::{resolve_model, ModelFiles, Variant};
+use semi_diffusion::loading::{ModelFiles, Variant};
 use semi_diffusion::pipeline::StableDiffusion;
 use semi_layout::Layout;
 use semi_tickets::{LayerChoice, Progress, Rule};
@@ -98,7 +98,7 @@ pub struct LoadedModel {
 
 /// Resolve (folder or HF cache repo id), check, fingerprint and load a model in f32.
 pub fn load_model(spec: &str, device: &Device) -> Result<LoadedModel> {
-    let dir = resolve_model(spec)?;
+    let dir = crate::embedded::resolve_model_arg(spec)?;
     let files = ModelFiles::check(&dir, Variant::Full)?;
     let fingerprint = semi_tickets::cache::model_fingerprint(&files)
         .with_context(|| format!("cannot fingerprint the model {spec}"))?;

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use semi_diffusion::image::{save_png, save_sidecar, ImageParams};
 use semi_diffusion::latents_io::{read_latents, write_latents};
-use semi_diffusion::loading::{resolve_model, ModelFiles, Variant};
+use semi_diffusion::loading::{ModelFiles, Variant};
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
 use semi_layout::Layout;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,9 @@ pub enum InitArg {
 
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// A diffusers folder, or a Hugging Face repo id (owner/name) already in the local HF cache.
-    #[arg(long)]
+    /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, or
+    /// `toy`: the embedded toy model (models/toy), which needs no download.
+    #[arg(long, default_value = crate::embedded::TOY_MODEL)]
     pub model: String,
     /// The prompt (or give --layout).
     #[arg(long, required_unless_present = "layout")]
@@ -224,7 +225,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         Some(p) => Some(crate::common::read_layout(p)?),
         None => None,
     };
-    let dir = resolve_model(&args.model)?;
+    let dir = crate::embedded::resolve_model_arg(&args.model)?;
     let variant = if args.fp16 {
         Variant::Fp16
     } else {

@@ -96,7 +96,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let layout = read_layout(&args.layout)?;
     let store = match &args.model {
         Some(spec) => {
-            let dir = semi_diffusion::loading::resolve_model(spec)?;
+            let dir = crate::embedded::resolve_model_arg(spec)?;
             let files = semi_diffusion::loading::ModelFiles::check(
                 &dir,
                 semi_diffusion::loading::Variant::Full,

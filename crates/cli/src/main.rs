@@ -2,6 +2,7 @@
 
 mod bench;
 mod common;
+mod embedded;
 mod generate;
 mod init;
 mod plot;

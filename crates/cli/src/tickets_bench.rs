@@ -137,7 +137,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     if let Some(spec) = &args.model {
-        let dir = semi_diffusion::loading::resolve_model(spec)?;
+        let dir = crate::embedded::resolve_model_arg(spec)?;
         let sd = semi_diffusion::pipeline::StableDiffusion::load(
             &dir,
             &Device::Cpu,

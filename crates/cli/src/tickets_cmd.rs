@@ -33,8 +33,9 @@ pub enum TicketsCommand {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["categories", "pairs"])))]
 pub struct CollectArgs {
-    /// A diffusers folder, or a Hugging Face repo id already in the local HF cache.
-    #[arg(long)]
+    /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, or
+    /// `toy`: the embedded toy model (models/toy), which needs no download.
+    #[arg(long, default_value = crate::embedded::TOY_MODEL)]
     pub model: String,
     /// Categories (comma-separated); every pair of them is collected.
     #[arg(long)]
