@@ -1,8 +1,8 @@
 //! `Downsample2D` and `Upsample2D` (diffusers `downsampling.py` / `upsampling.py`), conv variants.
 
-use super::conv2d;
+use super::{conv2d, Conv2d};
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// A stride-2 3x3 convolution (`downsamplers.0.conv`). With padding 0 (the VAE) diffusers first
 /// pads the input asymmetrically by one pixel on the right and bottom.
