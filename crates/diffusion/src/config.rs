@@ -815,7 +815,9 @@ impl TextEncoderConfig {
             "hidden_act",
             &self.hidden_act,
         )?;
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             bail!(
                 "{what}: hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size,

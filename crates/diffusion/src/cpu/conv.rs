@@ -40,7 +40,22 @@ pub fn oihw_from_taps(taps: &Tensor) -> Result<Tensor> {
 /// `x` `[b, ci, h, w]` convolved with `taps` `[9, co, ci]` (see [`taps_from_oihw`]) plus `bias`
 /// `[co]`; f32 on the CPU. Returns `[b, co, h, w]`.
 pub fn conv3x3(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (b, ci, h, w) = x.dims4()?;
+    conv3x3_impl(x, taps, bias, false)
+}
+
+/// [`conv3x3`] of the nearest-neighbour x2 upsampling of `x` (`Upsample2D`), without
+/// materialising the upsampled map: the padded input is filled from `x` directly.
+pub fn upsample2x_conv3x3(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    conv3x3_impl(x, taps, bias, true)
+}
+
+fn conv3x3_impl(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>, up2: bool) -> Result<Tensor> {
+    let (b, ci, h_in, w_in) = x.dims4()?;
+    let (h, w) = if up2 {
+        (2 * h_in, 2 * w_in)
+    } else {
+        (h_in, w_in)
+    };
     let (nine, co, ci_w) = taps.dims3()?;
     if nine != 9 || ci_w != ci {
         candle_core::bail!("3x3 conv: input {:?} with taps {:?}", x.dims(), taps.dims());
@@ -59,10 +74,19 @@ pub fn conv3x3(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>) -> Result<Tenso
     super::with_slice(x, |x| {
         padded
             .par_chunks_mut(plane_p)
-            .zip(x.par_chunks(h * w))
+            .zip(x.par_chunks(h_in * w_in))
             .for_each(|(p, src)| {
-                for (y, row) in src.chunks_exact(w).enumerate() {
-                    p[(y + 1) * wp + 1..(y + 1) * wp + 1 + w].copy_from_slice(row);
+                for y in 0..h {
+                    let dst = &mut p[(y + 1) * wp + 1..(y + 1) * wp + 1 + w];
+                    if up2 {
+                        let row = &src[(y / 2) * w_in..(y / 2 + 1) * w_in];
+                        for (pair, &v) in dst.chunks_exact_mut(2).zip(row) {
+                            pair[0] = v;
+                            pair[1] = v;
+                        }
+                    } else {
+                        dst.copy_from_slice(&src[y * w..(y + 1) * w]);
+                    }
                 }
             });
         Ok(())

@@ -19,6 +19,23 @@ pub fn eligible(tensors: &[&Tensor]) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
+/// The kernels, by the names `SEMI_CPU_KERNELS_OFF` accepts.
+pub const KERNELS: [&str; 4] = ["attention", "group_norm", "conv3x3", "geglu"];
+
+/// [`eligible`], unless the kernel is switched off in `SEMI_CPU_KERNELS_OFF` (a comma-separated
+/// subset of [`KERNELS`], or `all`): lets `semi bench` measure what each kernel buys.
+pub fn use_kernel(name: &str, tensors: &[&Tensor]) -> bool {
+    static OFF: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        std::env::var("SEMI_CPU_KERNELS_OFF")
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    !OFF.iter().any(|o| o == name || o == "all") && eligible(tensors)
+}
+
 /// Runs `f` on the contiguous f32 data of `t` (copying first only if `t` is strided).
 pub(crate) fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;

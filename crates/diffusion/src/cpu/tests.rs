@@ -93,3 +93,20 @@ fn geglu_matches_chunk_and_gelu_erf() {
     assert!(max_rel(&got, &want) < 1e-6, "{}", max_rel(&got, &want));
     assert!(elementwise::geglu(&rand(1, &[2, 3])).is_err());
 }
+
+#[test]
+fn fused_upsample_conv_matches_upsample_then_conv() {
+    let x = rand(12, &[2, 3, 4, 5]);
+    let weight = rand(13, &[4, 3, 3, 3]);
+    let bias = rand(14, &[4]);
+    let cfg = candle_nn::Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let want = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), cfg)
+        .forward(&x.upsample_nearest2d(8, 10).unwrap())
+        .unwrap();
+    let taps = conv::taps_from_oihw(&weight).unwrap();
+    let got = conv::upsample2x_conv3x3(&x, &taps, Some(&bias)).unwrap();
+    assert!(max_rel(&got, &want) < 1e-5);
+}

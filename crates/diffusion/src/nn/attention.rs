@@ -54,7 +54,7 @@ pub fn weighted_values(probs: &Tensor, v: &Tensor) -> Result<Tensor> {
 /// returning `[b, nq, heads*d]`. The scale is `1/sqrt(d)`. f32 on the CPU runs the fused kernel
 /// ([`crate::cpu::attention`]); other devices and dtypes compose candle ops.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, upcast: bool) -> Result<Tensor> {
-    if crate::cpu::eligible(&[q, k, v]) {
+    if crate::cpu::use_kernel("attention", &[q, k, v]) {
         let (_, _, c) = q.dims3()?;
         if heads > 0 && c % heads == 0 {
             let scale = 1.0 / ((c / heads) as f32).sqrt();

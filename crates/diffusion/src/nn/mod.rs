@@ -36,7 +36,7 @@ impl Module for Conv2d {
         match self {
             Conv2d::Candle(c) => c.forward(x),
             Conv2d::Cpu3x3 { taps, bias } => {
-                if cpu::eligible(&[x]) {
+                if cpu::use_kernel("conv3x3", &[x]) {
                     cpu::conv::conv3x3(x, taps, Some(bias))
                 } else {
                     // Input of another dtype than the weights: let candle report or handle it.
@@ -49,6 +49,19 @@ impl Module for Conv2d {
                 }
             }
         }
+    }
+}
+
+impl Conv2d {
+    /// `forward(upsample_nearest2d(x, 2h, 2w))`, fused into one kernel where the CPU one runs.
+    pub fn forward_upsampled2x(&self, x: &Tensor) -> Result<Tensor> {
+        if let Conv2d::Cpu3x3 { taps, bias } = self {
+            if cpu::use_kernel("conv3x3", &[x]) {
+                return cpu::conv::upsample2x_conv3x3(x, taps, Some(bias));
+            }
+        }
+        let (_, _, h, w) = x.dims4()?;
+        self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
     }
 }
 
@@ -70,7 +83,10 @@ pub fn conv2d(
     let bias = conv.bias().cloned();
     match bias {
         Some(bias)
-            if kernel == 3 && stride == 1 && padding == 1 && cpu::eligible(&[conv.weight()]) =>
+            if kernel == 3
+                && stride == 1
+                && padding == 1
+                && cpu::use_kernel("conv3x3", &[conv.weight()]) =>
         {
             Ok(Conv2d::Cpu3x3 {
                 taps: cpu::conv::taps_from_oihw(conv.weight())?,
@@ -84,7 +100,7 @@ pub fn conv2d(
 /// diffusers' `GEGLU` activation on an already projected `x` `[.., 2n]`: `x[.., :n] *
 /// gelu_erf(x[.., n:])`, one kernel on the CPU.
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
-    if cpu::eligible(&[x]) {
+    if cpu::use_kernel("geglu", &[x]) {
         return cpu::elementwise::geglu(x);
     }
     let parts = x.chunk(2, candle_core::D::Minus1)?;
@@ -104,7 +120,7 @@ pub struct GroupNorm {
 impl GroupNorm {
     /// `silu(group_norm(x))` in one kernel on the CPU.
     pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
-        if cpu::eligible(&[x, &self.weight]) {
+        if cpu::use_kernel("group_norm", &[x, &self.weight]) {
             cpu::group_norm::group_norm(x, self.groups, &self.weight, &self.bias, self.eps, true)
         } else {
             self.inner.forward(x)?.silu()
@@ -114,7 +130,7 @@ impl GroupNorm {
 
 impl Module for GroupNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if cpu::eligible(&[x, &self.weight]) {
+        if cpu::use_kernel("group_norm", &[x, &self.weight]) {
             cpu::group_norm::group_norm(x, self.groups, &self.weight, &self.bias, self.eps, false)
         } else {
             self.inner.forward(x)
