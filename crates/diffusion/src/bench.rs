@@ -15,7 +15,7 @@ use crate::text_encoder::ClipTextModel;
 use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
 use crate::vae::AutoencoderKL;
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use std::time::Instant;
 
 /// The SD 1.5 UNet config (runwayml/stable-diffusion-v1-5 `unet/config.json`).
@@ -226,6 +226,39 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
         progress(vae_row);
         rows.push(time_row(vae_row, opts.runs, || {
             vae.decode(&latents)?;
+            Ok(())
+        })?);
+    }
+    let gen_row = "generation memory: text encoder x2, UNet batch 2, VAE decode, all loaded";
+    // Only on request (it builds all three models at once): `--only generation`.
+    if opts.only.iter().any(|o| gen_row.contains(o.as_str())) {
+        progress("building the SD-1.5-size text encoder, UNet and VAE together");
+        let (te_cfg, unet_cfg) = (
+            TextEncoderConfig::parse(SD15_TEXT)?,
+            UNetConfig::parse(SD15_UNET)?,
+        );
+        let vae_cfg = VaeConfig::parse(SD15_VAE)?;
+        let te = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            ClipTextModel::new(vb, &te_cfg)
+        })?;
+        let unet = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            UNet2DConditionModel::new(vb, &unet_cfg)
+        })?;
+        let vae = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            AutoencoderKL::new(vb, &vae_cfg)
+        })?;
+        let ids = Tensor::new(&[[49406u32; 1], [49407u32; 1]], &dev)?
+            .reshape((2, 1))?
+            .repeat((1, 77))?;
+        let latents = crate::noise::randn(9, &[1, 4, h, w], &dev)?;
+        progress(gen_row);
+        rows.push(time_row(gen_row, opts.runs.min(1), || {
+            let text = Tensor::cat(
+                &[&te.forward(&ids.i(0..1)?)?, &te.forward(&ids.i(1..2)?)?],
+                0,
+            )?;
+            let eps = unet.forward(&Tensor::cat(&[&latents, &latents], 0)?, 981.0, &text)?;
+            vae.decode(&(latents.clone() - eps.i(0..1)?)?)?;
             Ok(())
         })?);
     }

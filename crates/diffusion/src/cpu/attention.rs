@@ -21,7 +21,13 @@ thread_local! {
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, scale: f32) -> Result<Tensor> {
     let (b, nq, c) = q.dims3()?;
     let (bk, nk, ck) = k.dims3()?;
-    if bk != b || ck != c || v.dims3()? != (b, nk, c) || heads == 0 || c % heads != 0 || nk == 0 {
+    if bk != b
+        || ck != c
+        || v.dims3()? != (b, nk, c)
+        || heads == 0
+        || !c.is_multiple_of(heads)
+        || nk == 0
+    {
         candle_core::bail!(
             "fused attention: q {:?}, k {:?}, v {:?} with {heads} heads",
             q.dims(),

@@ -12,9 +12,21 @@ use candle_core::{Result, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 /// Output pixels per tile (before rounding to an even split over the workers).
 const TILE: usize = 1024;
+
+/// The zero-padded input, kept from one convolution to the next: a fresh buffer of this size
+/// (over 100 MiB in the VAE at 512x512) costs more in page faults than filling it.
+static PADDED: Mutex<Vec<f32>> = Mutex::new(Vec::new());
+
+/// Frees the padded-input buffer kept between convolutions (it holds the largest input seen).
+pub fn release_scratch() {
+    if let Ok(mut v) = PADDED.lock() {
+        *v = Vec::new();
+    }
+}
 
 thread_local! {
     static TILE_BUF: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -70,13 +82,23 @@ fn conv3x3_impl(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>, up2: bool) -> 
     let wp = w + 2;
     // One spare element at the end: the last pixel's padding columns read one past the frame.
     let plane_p = (h + 2) * wp + 2;
-    let mut padded = vec![0f32; b * ci * plane_p];
+    let mut cached = PADDED.try_lock().ok();
+    let mut own = Vec::new();
+    let buffer = cached.as_deref_mut().unwrap_or(&mut own);
+    if buffer.len() < b * ci * plane_p {
+        *buffer = super::uninit_vec(b * ci * plane_p);
+    }
+    let padded = &mut buffer[..b * ci * plane_p];
     super::with_slice(x, |x| {
         padded
             .par_chunks_mut(plane_p)
             .zip(x.par_chunks(h_in * w_in))
             .for_each(|(p, src)| {
+                // The buffer is reused: write every padding element, not only the interior.
+                p[..wp + 1].fill(0.0);
+                p[(h + 1) * wp - 1..].fill(0.0);
                 for y in 0..h {
+                    p[(y + 1) * wp + w + 1..(y + 2) * wp + 1].fill(0.0);
                     let dst = &mut p[(y + 1) * wp + 1..(y + 1) * wp + 1 + w];
                     if up2 {
                         let row = &src[(y / 2) * w_in..(y / 2 + 1) * w_in];

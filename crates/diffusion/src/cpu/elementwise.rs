@@ -12,7 +12,7 @@ const ROWS: usize = 64;
 pub fn geglu(x: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let two_n = *dims.last().unwrap_or(&0);
-    if two_n == 0 || two_n % 2 != 0 {
+    if two_n == 0 || !two_n.is_multiple_of(2) {
         candle_core::bail!("geglu: last dimension of {dims:?} must be even and non-zero");
     }
     let n = two_n / 2;

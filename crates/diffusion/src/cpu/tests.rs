@@ -68,8 +68,13 @@ fn conv3x3_matches_candle_single_and_tiled() {
         padding: 1,
         ..Default::default()
     };
-    // 5x7: one tile; 2x20x130 (2640 padded pixels per image): several tiles per image.
-    for (b, ci, co, h, w, seed) in [(1, 3, 5, 5, 7, 7), (2, 6, 4, 20, 130, 8)] {
+    // 5x7: one tile; 2x20x130 (2640 padded pixels per image): several tiles per image; then a
+    // smaller one again, which reuses the (now dirty) padded buffer.
+    for (b, ci, co, h, w, seed) in [
+        (1, 3, 5, 5, 7, 7),
+        (2, 6, 4, 20, 130, 8),
+        (1, 2, 3, 4, 3, 9),
+    ] {
         let x = rand(seed, &[b, ci, h, w]);
         let weight = rand(seed + 1, &[co, ci, 3, 3]);
         let bias = rand(seed + 2, &[co]);

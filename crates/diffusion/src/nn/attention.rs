@@ -56,7 +56,7 @@ pub fn weighted_values(probs: &Tensor, v: &Tensor) -> Result<Tensor> {
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, upcast: bool) -> Result<Tensor> {
     if crate::cpu::use_kernel("attention", &[q, k, v]) {
         let (_, _, c) = q.dims3()?;
-        if heads > 0 && c % heads == 0 {
+        if heads > 0 && c.is_multiple_of(heads) {
             let scale = 1.0 / ((c / heads) as f32).sqrt();
             return crate::cpu::attention::attend(q, k, v, heads, scale);
         }
