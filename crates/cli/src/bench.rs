@@ -18,6 +18,10 @@ pub struct BenchArgs {
     /// Only rows whose name contains one of these words (e.g. `--only UNet --only probe`).
     #[arg(long)]
     pub only: Vec<String>,
+    /// A Python with torch and diffusers: run `tools/bench_torch.py` on the same rows right after
+    /// ours and add PyTorch's time, the ratio and its peak memory to the table.
+    #[arg(long, value_name = "PYTHON")]
+    pub torch: Option<String>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -33,6 +37,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         height: args.height,
         width: args.width,
         only: args.only.clone(),
+        torch: args.torch.clone(),
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

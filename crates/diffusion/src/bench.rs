@@ -3,6 +3,10 @@
 //! Weights come from [`crate::random_weights`] (nothing to download), the shapes are those of
 //! SD 1.5 at 512x512. Each row is the median of several runs after one warm-up run; peak memory is
 //! the process's peak resident set during the row (Linux `VmHWM`, reset between rows).
+//!
+//! With [`BenchOptions::torch`] set, `tools/bench_torch.py` runs the same rows in PyTorch (2
+//! threads, diffusers modules with default random init) right after ours, in the same invocation,
+//! and the table gains PyTorch's median and the ratio ours / PyTorch.
 
 use crate::config::{TextEncoderConfig, UNetConfig, VaeConfig};
 use crate::controller::AttentionRecorder;
@@ -11,7 +15,7 @@ use crate::text_encoder::ClipTextModel;
 use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
 use crate::vae::AutoencoderKL;
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, IndexOp, Tensor};
 use std::time::Instant;
 
 /// The SD 1.5 UNet config (runwayml/stable-diffusion-v1-5 `unet/config.json`).
@@ -43,13 +47,26 @@ pub struct BenchRow {
     pub seconds: Vec<f64>,
     /// Peak resident memory of the process during the row, bytes (None where not measurable).
     pub peak_bytes: Option<u64>,
+    /// PyTorch's seconds for the same row (empty when not measured).
+    pub torch_seconds: Vec<f64>,
+    /// PyTorch's peak resident memory during the row, bytes.
+    pub torch_peak_bytes: Option<u64>,
+}
+
+fn median(seconds: &[f64]) -> f64 {
+    let mut s = seconds.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[s.len() / 2]
 }
 
 impl BenchRow {
     pub fn median(&self) -> f64 {
-        let mut s = self.seconds.clone();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
+        median(&self.seconds)
+    }
+
+    /// PyTorch's median seconds, when measured.
+    pub fn torch_median(&self) -> Option<f64> {
+        (!self.torch_seconds.is_empty()).then(|| median(&self.torch_seconds))
     }
 }
 
@@ -61,6 +78,20 @@ pub struct BenchOptions {
     pub width: usize,
     /// Row names to run (substring match on the work column); empty = all.
     pub only: Vec<String>,
+    /// A Python interpreter with torch and diffusers: also run `tools/bench_torch.py` with it.
+    pub torch: Option<String>,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            runs: 3,
+            height: 512,
+            width: 512,
+            only: Vec::new(),
+            torch: None,
+        }
+    }
 }
 
 /// Resets the kernel's peak-RSS counter of this process (Linux only; otherwise a no-op).
@@ -89,6 +120,8 @@ fn time_row(work: &str, runs: usize, mut f: impl FnMut() -> Result<()>) -> Resul
         work: work.to_string(),
         seconds,
         peak_bytes: if resettable { peak_rss() } else { None },
+        torch_seconds: Vec::new(),
+        torch_peak_bytes: None,
     })
 }
 
@@ -196,29 +229,178 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
             Ok(())
         })?);
     }
+    let gen_row = "generation memory: text encoder x2, UNet batch 2, VAE decode, all loaded";
+    // Only on request (it builds all three models at once): `--only generation`.
+    if opts.only.iter().any(|o| gen_row.contains(o.as_str())) {
+        progress("building the SD-1.5-size text encoder, UNet and VAE together");
+        let (te_cfg, unet_cfg) = (
+            TextEncoderConfig::parse(SD15_TEXT)?,
+            UNetConfig::parse(SD15_UNET)?,
+        );
+        let vae_cfg = VaeConfig::parse(SD15_VAE)?;
+        let te = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            ClipTextModel::new(vb, &te_cfg)
+        })?;
+        let unet = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            UNet2DConditionModel::new(vb, &unet_cfg)
+        })?;
+        let vae = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+            AutoencoderKL::new(vb, &vae_cfg)
+        })?;
+        let ids = Tensor::new(&[[49406u32; 1], [49407u32; 1]], &dev)?
+            .reshape((2, 1))?
+            .repeat((1, 77))?;
+        let latents = crate::noise::randn(9, &[1, 4, h, w], &dev)?;
+        progress(gen_row);
+        rows.push(time_row(gen_row, opts.runs.min(1), || {
+            let text = Tensor::cat(
+                &[&te.forward(&ids.i(0..1)?)?, &te.forward(&ids.i(1..2)?)?],
+                0,
+            )?;
+            let eps = unet.forward(&Tensor::cat(&[&latents, &latents], 0)?, 981.0, &text)?;
+            vae.decode(&(latents.clone() - eps.i(0..1)?)?)?;
+            Ok(())
+        })?);
+    }
+    if let Some(python) = &opts.torch {
+        progress("running tools/bench_torch.py (PyTorch, 2 threads)");
+        merge_torch(&mut rows, &run_torch(python, opts)?)?;
+    }
     Ok(rows)
 }
 
-/// The table as Markdown: work, median seconds, min-max, peak memory.
+/// The script next to this crate in the repository (`tools/bench_torch.py`), or `SEMI_BENCH_TORCH`.
+fn torch_script() -> std::path::PathBuf {
+    match std::env::var_os("SEMI_BENCH_TORCH") {
+        Some(p) => p.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/bench_torch.py"),
+    }
+}
+
+/// Runs the PyTorch side and returns its JSON report.
+fn run_torch(python: &str, opts: &BenchOptions) -> Result<serde_json::Value> {
+    let script = torch_script();
+    anyhow::ensure!(
+        script.is_file(),
+        "bench --torch: {} not found (set SEMI_BENCH_TORCH to the script)",
+        script.display()
+    );
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&script)
+        .args(["--runs", &opts.runs.to_string()])
+        .args(["--height", &opts.height.to_string()])
+        .args(["--width", &opts.width.to_string()]);
+    for o in &opts.only {
+        cmd.args(["--only", o]);
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("bench --torch: cannot run `{python}`"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bench --torch: {} {} failed ({})",
+        python,
+        script.display(),
+        out.status
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().rev().find(|l| l.trim_start().starts_with('{'));
+    serde_json::from_str(last.unwrap_or(""))
+        .with_context(|| format!("bench --torch: no JSON report in the script's output: {text}"))
+}
+
+/// Copies PyTorch's seconds and peak memory into the rows of the same name.
+fn merge_torch(rows: &mut [BenchRow], report: &serde_json::Value) -> Result<()> {
+    let theirs = report["rows"]
+        .as_array()
+        .context("bench --torch: report has no `rows` array")?;
+    for t in theirs {
+        let work = t["work"].as_str().unwrap_or_default();
+        if let Some(row) = rows.iter_mut().find(|r| r.work == work) {
+            row.torch_seconds = t["seconds"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
+                .unwrap_or_default();
+            row.torch_peak_bytes = t["peak_bytes"].as_u64();
+        }
+    }
+    Ok(())
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes
+        .map(|b| format!("{:.2}", b as f64 / (1u64 << 30) as f64))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+/// The table as Markdown: work, median seconds, min-max, peak memory; with PyTorch's median,
+/// the ratio ours / PyTorch and PyTorch's peak memory when any row has them.
 pub fn markdown(rows: &[BenchRow]) -> String {
-    let mut s =
-        String::from("| work | median s | runs (min-max s) | peak RSS GiB |\n|---|---|---|---|\n");
+    let torch = rows.iter().any(|r| r.torch_median().is_some());
+    let mut s = String::from("| work | median s | runs (min-max s) | peak RSS GiB |");
+    if torch {
+        s.push_str(" PyTorch median s | ratio ours/PyTorch | PyTorch peak RSS GiB |");
+    }
+    s.push_str(if torch {
+        "\n|---|---|---|---|---|---|---|\n"
+    } else {
+        "\n|---|---|---|---|\n"
+    });
     for r in rows {
         let min = r.seconds.iter().cloned().fold(f64::INFINITY, f64::min);
         let max = r.seconds.iter().cloned().fold(0.0, f64::max);
-        let peak = r
-            .peak_bytes
-            .map(|b| format!("{:.2}", b as f64 / (1u64 << 30) as f64))
-            .unwrap_or_else(|| "n/a".into());
         s.push_str(&format!(
-            "| {} | {:.2} | {} ({:.2}-{:.2}) | {} |\n",
+            "| {} | {:.2} | {} ({:.2}-{:.2}) | {} |",
             r.work,
             r.median(),
             r.seconds.len(),
             min,
             max,
-            peak
+            gib(r.peak_bytes)
         ));
+        if torch {
+            match r.torch_median() {
+                Some(t) => s.push_str(&format!(
+                    " {:.2} | {:.2} | {} |",
+                    t,
+                    r.median() / t,
+                    gib(r.torch_peak_bytes)
+                )),
+                None => s.push_str(" n/a | n/a | n/a |"),
+            }
+        }
+        s.push('\n');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_report_merges_into_rows_and_table() {
+        let mut rows = vec![BenchRow {
+            work: "VAE decode, batch 1".into(),
+            seconds: vec![3.0, 1.0, 2.0],
+            peak_bytes: Some(1 << 30),
+            torch_seconds: Vec::new(),
+            torch_peak_bytes: None,
+        }];
+        let report = serde_json::json!({"rows": [
+            {"work": "VAE decode, batch 1", "seconds": [4.0, 4.0, 5.0], "peak_bytes": 2147483648u64},
+            {"work": "not ours", "seconds": [1.0]}
+        ]});
+        merge_torch(&mut rows, &report).unwrap();
+        assert_eq!(rows[0].torch_median(), Some(4.0));
+        let md = markdown(&rows);
+        assert!(
+            md.contains(
+                "| VAE decode, batch 1 | 2.00 | 3 (1.00-3.00) | 1.00 | 4.00 | 0.50 | 2.00 |"
+            ),
+            "{md}"
+        );
+        assert!(merge_torch(&mut rows, &serde_json::json!({})).is_err());
+    }
 }

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod config;
 pub mod controller;
+pub mod cpu;
 pub mod image;
 pub mod latents_io;
 pub mod loading;

@@ -3,9 +3,10 @@
 mod blocks;
 
 use crate::config::VaeConfig;
+use crate::nn::{Conv2d, GroupNorm};
 use blocks::{DecoderBlock, EncoderBlock, MidBlock, Norm};
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// Image -> latent moments: conv_in, encoder blocks, mid block, norm, SiLU, conv_out.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ impl Encoder {
             h = b.forward(&h)?;
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 
@@ -103,7 +104,7 @@ impl Decoder {
         for b in &self.blocks {
             h = b.forward(&h)?;
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        self.conv_out.forward(&self.norm_out.forward_silu(&h)?)
     }
 }
 

@@ -102,8 +102,10 @@ fn check_recorded_probs(model: &str) {
     let recorded = full(out);
     let plain = unet.forward(&sample2, 981.0, &emb2).unwrap();
     let err = rel_err(&recorded, &plain);
+    // The recorded layers take the materialising route, the others the fused CPU kernel: the two
+    // round differently (each is checked against diffusers at TOL below).
     assert!(
-        err < 1e-6,
+        err < 1e-5,
         "{model}: recording changed the output ({err:.2e})"
     );
     let err = rel_err(&recorded, get(&refs, "unet_out_t981_b2"));

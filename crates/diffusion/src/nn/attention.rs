@@ -51,8 +51,16 @@ pub fn weighted_values(probs: &Tensor, v: &Tensor) -> Result<Tensor> {
 }
 
 /// Fast path: multi-head attention of `q` `[b, nq, heads*d]` over `k`, `v` `[b, nk, heads*d]`,
-/// returning `[b, nq, heads*d]`. The scale is `1/sqrt(d)`.
+/// returning `[b, nq, heads*d]`. The scale is `1/sqrt(d)`. f32 on the CPU runs the fused kernel
+/// ([`crate::cpu::attention`]); other devices and dtypes compose candle ops.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, upcast: bool) -> Result<Tensor> {
+    if crate::cpu::use_kernel("attention", &[q, k, v]) {
+        let (_, _, c) = q.dims3()?;
+        if heads > 0 && c.is_multiple_of(heads) {
+            let scale = 1.0 / ((c / heads) as f32).sqrt();
+            return crate::cpu::attention::attend(q, k, v, heads, scale);
+        }
+    }
     let (q, k, v) = (
         split_heads(q, heads)?,
         split_heads(k, heads)?,

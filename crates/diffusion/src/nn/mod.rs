@@ -1,11 +1,69 @@
 //! Building blocks shared by the UNet and the VAE, with diffusers' module and weight names.
+//!
+//! [`Conv2d`] and [`GroupNorm`] run the fused kernels of [`crate::cpu`] for f32 tensors on the
+//! CPU and candle's own ops everywhere else (CUDA, Metal, half precision).
 
 pub mod attention;
 pub mod resnet;
 pub mod sampling;
 
-use candle_core::Result;
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use crate::cpu;
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Conv2dConfig, VarBuilder};
+
+/// A square convolution with bias, as `torch.nn.Conv2d(in, out, kernel, stride, padding)`.
+///
+/// 3x3 stride-1 padding-1 convolutions whose weights live on the CPU in f32 keep their weights in
+/// the tap-major layout of [`cpu::conv::conv3x3`] (converted once, at load) and run that kernel.
+#[derive(Debug, Clone)]
+pub enum Conv2d {
+    Candle(candle_nn::Conv2d),
+    Cpu3x3 { taps: Tensor, bias: Tensor },
+}
+
+impl Conv2d {
+    /// The weight in torch's `[out, in, kh, kw]` layout.
+    pub fn weight(&self) -> Result<Tensor> {
+        match self {
+            Conv2d::Candle(c) => Ok(c.weight().clone()),
+            Conv2d::Cpu3x3 { taps, .. } => cpu::conv::oihw_from_taps(taps),
+        }
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Conv2d::Candle(c) => c.forward(x),
+            Conv2d::Cpu3x3 { taps, bias } => {
+                if cpu::use_kernel("conv3x3", &[x]) {
+                    cpu::conv::conv3x3(x, taps, Some(bias))
+                } else {
+                    // Input of another dtype than the weights: let candle report or handle it.
+                    let w = cpu::conv::oihw_from_taps(taps)?;
+                    let cfg = Conv2dConfig {
+                        padding: 1,
+                        ..Default::default()
+                    };
+                    candle_nn::Conv2d::new(w, Some(bias.clone()), cfg).forward(x)
+                }
+            }
+        }
+    }
+}
+
+impl Conv2d {
+    /// `forward(upsample_nearest2d(x, 2h, 2w))`, fused into one kernel where the CPU one runs.
+    pub fn forward_upsampled2x(&self, x: &Tensor) -> Result<Tensor> {
+        if let Conv2d::Cpu3x3 { taps, bias } = self {
+            if cpu::use_kernel("conv3x3", &[x]) {
+                return cpu::conv::upsample2x_conv3x3(x, taps, Some(bias));
+            }
+        }
+        let (_, _, h, w) = x.dims4()?;
+        self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+    }
+}
 
 /// A square convolution with bias, as `torch.nn.Conv2d(in, out, kernel, stride, padding)`.
 pub fn conv2d(
@@ -21,10 +79,74 @@ pub fn conv2d(
         stride,
         ..Default::default()
     };
-    candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)
+    let conv = candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)?;
+    let bias = conv.bias().cloned();
+    match bias {
+        Some(bias)
+            if kernel == 3
+                && stride == 1
+                && padding == 1
+                && cpu::use_kernel("conv3x3", &[conv.weight()]) =>
+        {
+            Ok(Conv2d::Cpu3x3 {
+                taps: cpu::conv::taps_from_oihw(conv.weight())?,
+                bias,
+            })
+        }
+        _ => Ok(Conv2d::Candle(conv)),
+    }
+}
+
+/// diffusers' `GEGLU` activation on an already projected `x` `[.., 2n]`: `x[.., :n] *
+/// gelu_erf(x[.., n:])`, one kernel on the CPU.
+pub fn geglu(x: &Tensor) -> Result<Tensor> {
+    if cpu::use_kernel("geglu", &[x]) {
+        return cpu::elementwise::geglu(x);
+    }
+    let parts = x.chunk(2, candle_core::D::Minus1)?;
+    &parts[0] * parts[1].gelu_erf()?
+}
+
+/// An affine `torch.nn.GroupNorm(groups, channels, eps)`, with a fused SiLU variant.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    inner: candle_nn::GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// `silu(group_norm(x))` in one kernel on the CPU.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        if cpu::use_kernel("group_norm", &[x, &self.weight]) {
+            cpu::group_norm::group_norm(x, self.groups, &self.weight, &self.bias, self.eps, true)
+        } else {
+            self.inner.forward(x)?.silu()
+        }
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if cpu::use_kernel("group_norm", &[x, &self.weight]) {
+            cpu::group_norm::group_norm(x, self.groups, &self.weight, &self.bias, self.eps, false)
+        } else {
+            self.inner.forward(x)
+        }
+    }
 }
 
 /// An affine `torch.nn.GroupNorm(groups, channels, eps)`.
 pub fn group_norm(vb: VarBuilder, groups: usize, channels: usize, eps: f64) -> Result<GroupNorm> {
-    candle_nn::group_norm(groups, channels, eps, vb)
+    let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+    Ok(GroupNorm {
+        inner: candle_nn::GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?,
+        weight,
+        bias,
+        groups,
+        eps,
+    })
 }

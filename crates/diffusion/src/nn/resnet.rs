@@ -1,8 +1,8 @@
 //! `ResnetBlock2D` (diffusers `resnet.py`) with the default time-embedding handling.
 
-use super::{conv2d, group_norm};
+use super::{conv2d, group_norm, Conv2d, GroupNorm};
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Linear, Module, VarBuilder};
+use candle_nn::{Linear, Module, VarBuilder};
 
 /// Shape parameters of one residual block.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,7 @@ impl ResnetBlock2D {
 
     /// `x` is `[b, c, h, w]`; `temb` is `[b, temb_channels]` (ignored by blocks without one).
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         let h = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => {
                 let t = proj.forward(&t.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
@@ -64,7 +64,7 @@ impl ResnetBlock2D {
             (Some(_), None) => candle_core::bail!("ResnetBlock2D: missing time embedding"),
             (None, _) => h,
         };
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),

@@ -1,8 +1,8 @@
 //! `Downsample2D` and `Upsample2D` (diffusers `downsampling.py` / `upsampling.py`), conv variants.
 
-use super::conv2d;
+use super::{conv2d, Conv2d};
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// A stride-2 3x3 convolution (`downsamplers.0.conv`). With padding 0 (the VAE) diffusers first
 /// pads the input asymmetrically by one pixel on the right and bottom.
@@ -50,6 +50,9 @@ impl Upsample2D {
     pub fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let (th, tw) = size.unwrap_or((2 * h, 2 * w));
+        if (th, tw) == (2 * h, 2 * w) {
+            return self.conv.forward_upsampled2x(x);
+        }
         let x = x.upsample_nearest2d(th, tw)?;
         self.conv.forward(&x)
     }

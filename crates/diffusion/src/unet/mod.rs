@@ -25,9 +25,10 @@ pub use control::LayerInfo;
 
 use crate::config::UNetConfig;
 use crate::controller::AttentionController;
+use crate::nn::{Conv2d, GroupNorm};
 use blocks::{Common, DownBlock, MidBlock, UpBlock};
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use control::{CallState, LayerRegistry};
 use embeddings::TimestepEmbedding;
 
@@ -273,7 +274,7 @@ impl UNet2DConditionModel {
             };
             h = or_stop!(block.forward(&h, own, &temb, context, upsample_to, state)?);
         }
-        let h = self.conv_norm_out.forward(&h)?.silu()?;
+        let h = self.conv_norm_out.forward_silu(&h)?;
         Ok(Some(self.conv_out.forward(&h)?))
     }
 

@@ -5,9 +5,9 @@
 
 use super::control::{CallState, LayerInfo, LayerRegistry};
 use crate::controller::AttentionKind;
-use crate::nn::{attention, conv2d, group_norm};
+use crate::nn::{attention, conv2d, group_norm, Conv2d, GroupNorm};
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
 
 /// diffusers `Attention` as used in SD's transformer blocks: bias-free q/k/v projections, a
 /// biased output projection (`to_out.0`), and the controller hook.
@@ -119,9 +119,7 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj.forward(x)?;
-        let parts = h.chunk(2, candle_core::D::Minus1)?;
-        let gated = (&parts[0] * parts[1].gelu_erf()?)?;
-        self.out.forward(&gated)
+        self.out.forward(&crate::nn::geglu(&h)?)
     }
 }
 

@@ -1,0 +1,137 @@
+"""PyTorch side of `semi bench --torch PYTHON`: the same rows, shapes and timing rule in diffusers.
+
+Random (default-initialised) weights: only the timing matters here, not the values. Runs with
+2 threads unless --threads says otherwise, prints one JSON object on stdout:
+{"torch": version, "threads": n, "rows": [{"work", "seconds": [...], "peak_bytes"}]}.
+Row names must match crates/diffusion/src/bench.rs.
+"""
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+
+SD15_UNET = dict(
+    act_fn="silu", attention_head_dim=8, block_out_channels=[320, 640, 1280, 1280],
+    center_input_sample=False, cross_attention_dim=768,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"], downsample_padding=1,
+    flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2, mid_block_scale_factor=1,
+    norm_eps=1e-5, norm_num_groups=32, out_channels=4, sample_size=64,
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+)
+SD15_VAE = dict(
+    act_fn="silu", block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4, in_channels=3, latent_channels=4,
+    layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=512,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+)
+ROWS = [
+    "UNet forward, batch 1",
+    "UNet forward, batch 2",
+    "probe pass (to down_blocks.2.attentions.1), batch 1",
+    "CLIP text encoder, batch 1",
+    "VAE decode, batch 1",
+]
+
+
+class Stop(Exception):
+    pass
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def time_row(work, runs, fn):
+    resettable = reset_peak()
+    fn()  # warm-up, as bench.rs does
+    secs = []
+    for _ in range(max(runs, 1)):
+        t = time.perf_counter()
+        fn()
+        secs.append(time.perf_counter() - t)
+    return {"work": work, "seconds": secs, "peak_bytes": peak_rss() if resettable else None}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--height", type=int, default=512)
+    ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", action="append", default=[])
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    wanted = lambda w: not a.only or any(o in w for o in a.only)
+    h, w = a.height // 8, a.width // 8
+    rows = []
+    with torch.inference_mode():
+        if any(wanted(r) for r in ROWS[:3]):
+            from diffusers import UNet2DConditionModel
+
+            unet = UNet2DConditionModel(**SD15_UNET).eval()
+            s1, c1 = torch.randn(1, 4, h, w), torch.randn(1, 77, 768)
+            s2, c2 = torch.cat([s1, s1]), torch.cat([c1, c1])
+            t = torch.tensor(981.0)
+            if wanted(ROWS[0]):
+                rows.append(time_row(ROWS[0], a.runs, lambda: unet(s1, t, c1)))
+            if wanted(ROWS[1]):
+                rows.append(time_row(ROWS[1], a.runs, lambda: unet(s2, t, c2)))
+            if wanted(ROWS[2]):
+                # Stop right after the probed cross-attention layer, as our probe pass does.
+                layer = unet.down_blocks[2].attentions[1].transformer_blocks[0].attn2
+
+                def stop(*_):
+                    raise Stop()
+
+                handle = layer.register_forward_hook(stop)
+
+                def probe():
+                    try:
+                        unet(s1, t, c1)
+                    except Stop:
+                        return
+                    raise RuntimeError("probe hook did not fire")
+
+                rows.append(time_row(ROWS[2], a.runs, probe))
+                handle.remove()
+            del unet
+        if wanted(ROWS[3]):
+            from transformers import CLIPTextConfig, CLIPTextModel
+
+            cfg = CLIPTextConfig(hidden_act="quick_gelu", hidden_size=768, intermediate_size=3072,
+                                 max_position_embeddings=77, num_attention_heads=12,
+                                 num_hidden_layers=12, projection_dim=768, vocab_size=49408)
+            te = CLIPTextModel(cfg).eval()
+            ids = torch.tensor([[49406] + [321 + i for i in range(8)] + [49407] * 68])
+            rows.append(time_row(ROWS[3], a.runs, lambda: te(ids)))
+            del te
+        if wanted(ROWS[4]):
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL(**SD15_VAE).eval()
+            z = torch.randn(1, 4, h, w)
+            rows.append(time_row(ROWS[4], a.runs, lambda: vae.decode(z)))
+    json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
+              sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
