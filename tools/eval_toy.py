@@ -102,6 +102,26 @@ def detect_dir(folder: str) -> list[dict]:
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
 
 
+def pipeline_check(model_dir: str, tok, text, unet, sched, steps: int) -> float:
+    """Generates one image with diffusers' own StableDiffusionPipeline (loaded from the folder with
+    `vae=None`; `output_type="latent"` returns the pixel-space image) and with `generate` from the
+    same noise; returns the largest absolute difference. Without a VAE the pipeline assumes a scale
+    factor of 8, hence height = width = 8 * sample_size."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model_dir, vae=None, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False, torch_dtype=torch.float32,
+    )
+    size = unet.config.sample_size
+    noise = torch.randn((1, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(123))
+    px = size * pipe.vae_scale_factor
+    theirs = pipe("a circle and a ring", height=px, width=px, num_inference_steps=steps, guidance_scale=3.0,
+                  latents=noise.clone(), output_type="latent").images
+    ours = generate(tok, text, unet, sched, ["a circle and a ring"], noise, 3.0, steps)
+    return (theirs - ours).abs().max().item()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
@@ -112,10 +132,17 @@ def main() -> None:
     ap.add_argument("--max-objects", type=int, default=3)
     ap.add_argument("--out", default="/tmp/eval_toy")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pipeline-check", action="store_true",
+                    help="also check that diffusers' StableDiffusionPipeline loads the folder and agrees with this script's sampler")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     tok, text, unet, sched = load(args.model_dir)
+    if args.pipeline_check:
+        diff = pipeline_check(args.model_dir, tok, text, unet, sched, args.steps)
+        print(f"StableDiffusionPipeline vs this sampler: max abs difference {diff:.2e}", flush=True)
+        if diff > 1e-3:
+            raise SystemExit("the samplers disagree")
     captions = random_captions(args.n, args.seed, args.max_objects)
     size = unet.config.sample_size
     noise = torch.randn((args.n, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(args.seed))
