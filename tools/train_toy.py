@@ -7,6 +7,10 @@ checkpoint in CKPT_DIR):
     nohup python tools/train_toy.py --data /work/toydata/train.safetensors \
         --ckpt-dir /work/toyckpt > /work/toyckpt/stdout.log 2>&1 &
 
+(The first run builds the tokenizer from the full CLIP vocab.json + merges.txt, by default the
+runtime's test fixture crates/diffusion/tests/fixtures/clip-tokenizer; the running job was started
+with --clip-dir pointing at that fixture in the text helper's worktree.)
+
 Export the EMA weights as a diffusers folder (no `vae` entry: pixel space) at any time, also while
 training runs (it reads the last checkpoint):
 
