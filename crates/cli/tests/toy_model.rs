@@ -14,13 +14,25 @@ fn embedded_toy_model_draws_one_circle() {
     for seed in seeds.clone() {
         let out = tmp.path().join(format!("circle-{seed}.png"));
         let status = Command::new(env!("CARGO_BIN_EXE_semi"))
-            .args(["generate", "--prompt", "a circle", "--steps", "10", "--guidance", "2"])
+            .args([
+                "generate",
+                "--prompt",
+                "a circle",
+                "--steps",
+                "10",
+                "--guidance",
+                "2",
+            ])
             .args(["--seed", &seed.to_string(), "--out"])
             .arg(&out)
             .env("SEMI_CACHE", tmp.path().join("cache"))
             .output()
             .unwrap();
-        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
         let img = RgbImage::load_png(&out).unwrap();
         let dets = detect(&img, &DetectorConfig::for_image(img.width(), img.height()));
         if caption_matches(&dets, &want) {
@@ -29,5 +41,8 @@ fn embedded_toy_model_draws_one_circle() {
     }
     eprintln!("seeds giving one circle: {matched:?}");
     // A model that ignores its prompt, or a runtime that mangles it, fails this by a wide margin.
-    assert!(matched.len() >= 6, "only seeds {matched:?} of {seeds:?} gave exactly one circle");
+    assert!(
+        matched.len() >= 6,
+        "only seeds {matched:?} of {seeds:?} gave exactly one circle"
+    );
 }
