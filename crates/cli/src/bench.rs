@@ -27,7 +27,10 @@ pub struct BenchArgs {
 pub fn run(args: &BenchArgs) -> Result<()> {
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     anyhow::ensure!(
-        args.height % 64 == 0 && args.width % 64 == 0 && args.height > 0 && args.width > 0,
+        args.height.is_multiple_of(64)
+            && args.width.is_multiple_of(64)
+            && args.height > 0
+            && args.width > 0,
         "--height and --width must be positive multiples of 64, got {}x{}",
         args.height,
         args.width
