@@ -224,7 +224,7 @@ fn controller_sees_each_step_and_the_conditional_half() {
         // One conditional row per record, with or without the unconditional half.
         assert!(rec.records.iter().all(|(_, _, t)| t.dims()[0] == 1));
         if guidance > 1.0 {
-            assert!(rel_l2(&out.latents, &plain.latents) < 1e-6);
+            assert!(rel_l2(&out.latents, &plain.latents) < 1e-5);
         }
     }
 }
