@@ -18,7 +18,8 @@ training runs (it reads the last checkpoint):
 
 Training recipe (lessons of the prototype, /work/shared/DESIGN.md section 5): v-prediction on a
 cosine schedule, min-SNR-5 loss weighting, 20% caption dropout (empty caption, for classifier-free
-guidance), AdamW with linear warm-up then a constant learning rate, gradient clipping at 1, EMA of
+guidance), AdamW with linear warm-up then a constant learning rate (optionally decayed linearly to 5% over the last
+steps: --decay-from STEP with --steps END), gradient clipping at 1, EMA of
 all weights with decay min(0.999, (1 + step) / (10 + step)). The UNet and the text encoder are
 trained together from scratch. One CPU thread by default (the machine is shared).
 
@@ -65,6 +66,8 @@ def parse_args():
     ap.add_argument("--caption-dropout", type=float, default=0.2)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--snr-gamma", type=float, default=5.0)
+    ap.add_argument("--decay-from", type=int, default=None, metavar="STEP",
+                    help="from this step on, decay the learning rate linearly to 5%% of --lr at --steps (may be set on resume)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--log-every", type=int, default=20)
@@ -208,6 +211,9 @@ def train(args) -> None:
         weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
 
         lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        if args.decay_from is not None and step >= args.decay_from:
+            frac = (step - args.decay_from) / max(1, args.steps - args.decay_from)
+            lr = args.lr * max(0.05, 1.0 - 0.95 * frac)
         for g in opt.param_groups:
             g["lr"] = lr
         hidden = text(ids).last_hidden_state
