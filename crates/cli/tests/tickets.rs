@@ -99,7 +99,7 @@ fn collect_inspect_init_generate() {
         ),
     ));
     assert!(out.contains("3 pairs x 4 images"), "{out}");
-    assert!(out.contains("grid 8x8"), "{out}");
+    assert!(out.contains("grid 16x16"), "{out}");
     assert!(out.contains("t = 981"), "{out}");
     // Rerun: nothing to do.
     let again = ok(semi(
@@ -116,7 +116,7 @@ fn collect_inspect_init_generate() {
     assert_eq!(v["complete"], true);
     assert_eq!(v["n_images"], 4);
     assert_eq!(v["pairs"], 3);
-    assert_eq!(v["fingerprint"]["grid"], serde_json::json!([8, 8]));
+    assert_eq!(v["fingerprint"]["grid"], serde_json::json!([16, 16]));
     let cats = v["per_category"].as_array().unwrap();
     assert_eq!(cats.len(), 3);
     for c in cats {
@@ -126,7 +126,7 @@ fn collect_inspect_init_generate() {
             .iter()
             .map(|x| x.as_u64().unwrap())
             .sum();
-        assert_eq!(h, 4 * 64, "one average score per block");
+        assert_eq!(h, 4 * 256, "one average score per block");
         assert!(c["tickets"].as_u64().unwrap() > 0);
     }
     // Stricter thresholds give fewer tickets.

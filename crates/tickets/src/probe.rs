@@ -8,12 +8,14 @@
 //!   guidance does not change the conditional half's attention).
 //! - Prompt: [`PROMPT_TEMPLATE`] `a {c1} and a {c2}`, lower-cased.
 //! - Layers ([`LayerChoice`]): by default the authors' layer
-//!   `down_blocks.2.attentions.1.transformer_blocks.0.attn2`. As a rule that also fits smaller
-//!   UNets: the grid level is the deepest down block at most two downsamplings below the latent
-//!   (SD 1.x at 512: down block 2, 16x16) that has cross-attention; the default layer is the
-//!   second cross-attention layer of the down path at that level, or the last one when it has
-//!   only one. [`LayerChoice::All`] probes every cross-attention layer at that resolution (down,
-//!   mid where it matches, and up, prompt-to-prompt style).
+//!   `down_blocks.2.attentions.1.transformer_blocks.0.attn2`. As a rule that also fits other
+//!   UNets and sizes: the grid level is the down block with cross-attention whose grid (latent
+//!   size / its downsampling) is nearest [`TARGET_GRID`] = 16 cells a side, the paper's 256 cells
+//!   (SD 1.x at 512: down block 2, 16x16; the 32x32 pixel-space toy model: down block 1, 16x16
+//!   cells of 2x2 pixels); on a tie, the deeper block. The default layer is the second
+//!   cross-attention layer of the down path at that level, or the last one when it has only
+//!   one. [`LayerChoice::All`] probes every cross-attention layer at that resolution (down, mid
+//!   where it matches, and up, prompt-to-prompt style).
 //! - The pass stops right after the last probed layer (the layer's values `probs @ V` and
 //!   everything later are never computed).
 //! - Map: softmax probabilities over all 77 tokens, averaged over heads; a category's column is
@@ -43,8 +45,8 @@ pub const AUTHORS_LAYER: &str = "down_blocks.2.attentions.1.transformer_blocks.0
 pub const PROMPT_TEMPLATE: &str = "a {c1} and a {c2}";
 /// Generation steps whose first timestep the probe uses.
 pub const DEFAULT_STEPS: usize = 50;
-/// The grid level of the authors' layer: two downsamplings below the latent.
-const GRID_LEVEL: usize = 2;
+/// Cells a side of the ticket grid the default layer rule aims for (the authors' 16x16).
+pub const TARGET_GRID: usize = 16;
 
 /// Which cross-attention layers to probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,10 +143,14 @@ pub fn plan_layers(
         .map(|l| Ok((l.path.clone(), layer_factor(&l.path, l.place, n)?, l.place)))
         .collect::<Result<_>>()?;
     let down_level = || -> Result<usize> {
-        (0..=GRID_LEVEL.min(n - 1))
+        // Distance of a level's grid from the target, in octaves (x2 finer = x2 coarser).
+        let side = latent_hw.0.min(latent_hw.1).max(1) as f64;
+        let distance = |f: usize| (side / f as f64 / TARGET_GRID as f64).log2().abs();
+        (0..n)
             .rev()
             .map(|lvl| 1usize << lvl)
-            .find(|f| cross.iter().any(|(_, g, p)| *p == Place::Down && g == f))
+            .filter(|f| cross.iter().any(|(_, g, p)| *p == Place::Down && g == f))
+            .min_by(|a, b| distance(*a).total_cmp(&distance(*b)))
             .context("the UNet has no cross-attention layer in its down path to probe")
     };
     let layers: Vec<String> = match choice {

@@ -1,5 +1,6 @@
 //! The real probe on the tiny random SD-1 model (latent 4x16x16; cross-attention in down blocks
-//! 0 and 1 only, so the default layer is the second cross-attention of down block 1, grid 8x8).
+//! 0 and 1 only; the default rule takes the level whose grid is nearest 16x16: down block 0, its
+//! second cross-attention, grid 16x16 with one latent pixel per cell).
 
 use std::path::PathBuf;
 
@@ -28,24 +29,31 @@ fn plan_timestep_and_fingerprint() {
     let plan = plan_layers(&sd.unet, (16, 16), &LayerChoice::Default).unwrap();
     assert_eq!(
         plan.layers,
+        ["down_blocks.0.attentions.1.transformer_blocks.0.attn2"]
+    );
+    assert_eq!((plan.factor, plan.grid), (1, [16, 16]));
+    // At a 64x64 latent the nearest level with cross-attention is down block 1 (32x32 cells).
+    let big = plan_layers(&sd.unet, (64, 64), &LayerChoice::Default).unwrap();
+    assert_eq!(
+        big.layers,
         ["down_blocks.1.attentions.1.transformer_blocks.0.attn2"]
     );
-    assert_eq!((plan.factor, plan.grid), (2, [8, 8]));
+    assert_eq!((big.factor, big.grid), (2, [32, 32]));
     let all = plan_layers(&sd.unet, (16, 16), &LayerChoice::All).unwrap();
     assert_eq!(
         all.layers,
         [
-            "down_blocks.1.attentions.0.transformer_blocks.0.attn2",
-            "down_blocks.1.attentions.1.transformer_blocks.0.attn2",
-            "up_blocks.1.attentions.0.transformer_blocks.0.attn2",
-            "up_blocks.1.attentions.1.transformer_blocks.0.attn2",
-            "up_blocks.1.attentions.2.transformer_blocks.0.attn2",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn2",
+            "down_blocks.0.attentions.1.transformer_blocks.0.attn2",
+            "up_blocks.2.attentions.0.transformer_blocks.0.attn2",
+            "up_blocks.2.attentions.1.transformer_blocks.0.attn2",
+            "up_blocks.2.attentions.2.transformer_blocks.0.attn2",
         ]
     );
     assert_eq!(all.stop_after, all.layers[4]);
-    let explicit = LayerChoice::parse("down_blocks.0.attentions.1").unwrap();
+    let explicit = LayerChoice::parse("down_blocks.1.attentions.1").unwrap();
     let p = plan_layers(&sd.unet, (16, 16), &explicit).unwrap();
-    assert_eq!(p.grid, [16, 16]);
+    assert_eq!(p.grid, [8, 8]);
     // Mixed resolutions and self-attention are refused.
     let mixed = LayerChoice::parse(
         "down_blocks.0.attentions.0.transformer_blocks.0.attn2,down_blocks.1.attentions.0.transformer_blocks.0.attn2",
@@ -59,7 +67,7 @@ fn plan_timestep_and_fingerprint() {
     let prober = SdProber::new(&sd, "m".into(), &ProbeOptions::new(32, 32)).unwrap();
     let f = prober.fingerprint();
     assert_eq!(f.timestep, 981);
-    assert_eq!((f.latent, f.grid), ([4, 16, 16], [8, 8]));
+    assert_eq!((f.latent, f.grid), ([4, 16, 16], [16, 16]));
     assert_eq!(f.prompt_template, "a {c1} and a {c2}");
     assert!(SdProber::new(&sd, "m".into(), &ProbeOptions::new(30, 32)).is_err());
 }
@@ -86,7 +94,7 @@ fn multi_token_names_are_summed() {
     let raw = prober
         .attention_maps(&z, &["a dog and a car".into()])
         .unwrap();
-    assert_eq!((raw[0].len(), raw[0][0].len()), (64, 77));
+    assert_eq!((raw[0].len(), raw[0][0].len()), (256, 77));
     for row in &raw[0] {
         let total: f32 = row.iter().sum();
         assert!((total - 1.0).abs() < 1e-4, "probabilities sum to {total}");
@@ -118,7 +126,7 @@ fn maps_are_normalised_and_depend_on_noise() {
     let mut prober = SdProber::new(&sd, "m".into(), &ProbeOptions::new(32, 32)).unwrap();
     let (a, b) = prober.probe(&noise(1), ("cat", "car")).unwrap();
     for m in [&a, &b] {
-        assert_eq!(m.len(), 64);
+        assert_eq!(m.len(), 256);
         assert!(m.iter().all(|v| (0.0..=1.0).contains(v)));
         assert!(m.contains(&0.0) && m.contains(&1.0));
     }
@@ -162,10 +170,12 @@ fn the_pass_stops_after_the_probed_layer() {
     assert!(stop + 1 < total / 2, "{stop} of {total}");
     assert_eq!(layers[stop].kind, AttentionKind::CrossAttention);
 
-    let mut opts = ProbeOptions::new(32, 32);
+    // At 128x128 (latent 64x64) the grid level is down block 1, so `All` ends in up_blocks.1.
+    let mut opts = ProbeOptions::new(128, 128);
     opts.layers = LayerChoice::All;
     let mut all = SdProber::new(&sd, "m".into(), &opts).unwrap();
-    let (a, _) = all.probe(&noise(1), ("cat", "car")).unwrap();
+    let big = semi_diffusion::noise::randn(1, &[1, 4, 64, 64], &Device::Cpu).unwrap();
+    let (a, _) = all.probe(&big, ("cat", "car")).unwrap();
     let stop = index_of(&all.plan().stop_after);
     assert_eq!(all.last_pass_layers_visited(), stop + 1);
     assert!(stop + 1 < total, "up_blocks.2 is never computed");
