@@ -69,8 +69,9 @@ pub struct Prepared {
     pub controller: Option<Box<dyn AttentionController>>,
     /// SemI: which grid cells got which category's tickets (for previews); None otherwise.
     pub construction: Option<Construction>,
-    /// Key/values for the PNG metadata and sidecar: `method`, `init`, `guidance`, and as they
-    /// apply `paint_weight` / `soft_weight`, `store`, `store_fingerprint`, `store_model`, `rule`,
+    /// Key/values for the PNG metadata and sidecar: `method`, `init`, `attention` (the guidance:
+    /// none, paint, soft; not `guidance`, which the image parameters use for the classifier-free
+    /// guidance scale), and as they apply `paint_weight` / `soft_weight`, `store`, `store_fingerprint`, `store_model`, `rule`,
     /// `recalibrate`, `tickets` (cells and reuse per ticket set), `swap` (the Swap report).
     pub metadata: Map<String, Value>,
 }
@@ -120,9 +121,10 @@ fn prepare_from(
     let mut metadata = Map::new();
     metadata.insert("method".into(), name.clone().into());
     metadata.insert("init".into(), method.init.name().into());
-    metadata.insert("guidance".into(), method.guidance.name().into());
+    metadata.insert("attention".into(), method.guidance.name().into());
 
-    let objects = if method.needs_boxes() {
+    // Token positions only where they are used (SemI alone needs none).
+    let objects = if method.init.uses_swap() || method.guidance != Guidance::None {
         guided_objects(sd, layout)?
     } else {
         Vec::new()

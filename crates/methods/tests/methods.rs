@@ -101,7 +101,7 @@ fn every_table1_method_runs() {
         assert_eq!(g.image.dims(), [1, 3, 32, 32], "{m}");
         assert_eq!(g.prepared_metadata["method"], m.name());
         assert_eq!(g.prepared_metadata["init"], m.init.name());
-        assert_eq!(g.prepared_metadata["guidance"], m.guidance.name());
+        assert_eq!(g.prepared_metadata["attention"], m.guidance.name());
         assert_eq!(g.construction.is_some(), m.needs_store(), "{m}");
         assert_eq!(g.prepared_metadata.contains_key("swap"), m.init.uses_swap());
         assert_eq!(
