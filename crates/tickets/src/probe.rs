@@ -47,21 +47,16 @@ pub const DEFAULT_STEPS: usize = 50;
 const GRID_LEVEL: usize = 2;
 
 /// Which cross-attention layers to probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LayerChoice {
     /// The authors' layer, or the rule in the module docs.
+    #[default]
     Default,
     /// Every cross-attention layer at the default layer's resolution (no early stop before the
     /// last of them).
     All,
     /// Explicit layer paths (all cross-attention, all at one resolution).
     Paths(Vec<String>),
-}
-
-impl Default for LayerChoice {
-    fn default() -> Self {
-        LayerChoice::Default
-    }
 }
 
 impl LayerChoice {
