@@ -1,19 +1,5 @@
 //! Initial latents and controller for one layout and method ([`prepare`]), and the whole run
-//! ([`generate`]).
-//!
-//! - Gaussian: `torch.randn(shape, generator=manual_seed(seed))` (the pipeline's own noise).
-//! - SemI: [`semi_tickets::semi_init`] with the options' rule, seeded with `seed`.
-//! - Swap: the Gaussian noise through [`semi_tickets::swap::swap_noise`], probed with the
-//!   layout's prompt at the first of `steps` timesteps.
-//! - SemI + Swap: Swap applied to the SemI latents. The paper (section 4.3) combines the two
-//!   because Swap "manipulate[s] initial noise inside only a single noise image but suffers from
-//!   the limited number of winning tickets": SemI supplies a latent made of winning tickets and
-//!   Swap then rearranges its blocks, so the tickets SemI placed can still move to where the
-//!   model attends most to each object. As Swap only permutes blocks, SemI's per-channel
-//!   statistics (and recalibration) are kept.
-//! - Paint / Soft: [`semi_guidance::Paint`] / [`semi_guidance::Soft`] on every cross-attention
-//!   layer, with the objects' token positions from [`semi_guidance::objects_in_prompt`] (phrase,
-//!   else category, in the layout's prompt). Swap uses the same token positions.
+//! ([`generate`]); how each method is made is in the crate docs.
 
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};
