@@ -49,9 +49,10 @@ pub const DEFAULT_STEPS: usize = 50;
 pub const TARGET_GRID: usize = 16;
 
 /// Which cross-attention layers to probe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum LayerChoice {
     /// The authors' layer, or the rule in the module docs.
+    #[default]
     Default,
     /// Every cross-attention layer at the default layer's resolution (no early stop before the
     /// last of them).
