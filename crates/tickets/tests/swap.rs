@@ -35,6 +35,21 @@ fn tokens(sd: &StableDiffusion, l: &Layout) -> Vec<Vec<usize>> {
         .collect()
 }
 
+/// The tiny model's 8x8 layer (its default grid would be 16x16, one latent pixel per cell; 2x2
+/// blocks make the block checks meaningful).
+const LAYER: &str = "down_blocks.1.attentions.1.transformer_blocks.0.attn2";
+
+fn layers() -> LayerChoice {
+    LayerChoice::Paths(vec![LAYER.to_string()])
+}
+
+fn swap_options() -> SwapOptions {
+    SwapOptions {
+        layers: layers(),
+        ..SwapOptions::default()
+    }
+}
+
 /// Blocks of a `[1, 4, 16, 16]` latent on the 8x8 grid, each as its 16 values.
 fn blocks(t: &Tensor) -> Vec<Vec<f32>> {
     let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
@@ -56,15 +71,7 @@ fn blocks(t: &Tensor) -> Vec<Vec<f32>> {
 
 /// Mean raw attention of each object over its own region.
 fn region_means(sd: &StableDiffusion, l: &Layout, noise: &Tensor) -> Vec<f32> {
-    let m = object_maps(
-        sd,
-        noise,
-        &l.prompt,
-        &tokens(sd, l),
-        50,
-        &LayerChoice::Default,
-    )
-    .unwrap();
+    let m = object_maps(sd, noise, &l.prompt, &tokens(sd, l), 50, &layers()).unwrap();
     let regions = l.region_map(Grid::new(m.grid[0], m.grid[1]).unwrap());
     (0..l.objects.len())
         .map(|k| {
@@ -85,7 +92,7 @@ fn swap_is_a_deterministic_block_permutation_that_raises_region_attention() {
     let (mut mass_before, mut mass_after) = (0f32, 0f32);
     for seed in 0..4u64 {
         let noise = semi_diffusion::noise::randn(seed, &[1, 4, 16, 16], &Device::Cpu).unwrap();
-        let (out, report) = swap_noise(&sd, &noise, &l, &t, 50, &SwapOptions::default()).unwrap();
+        let (out, report) = swap_noise(&sd, &noise, &l, &t, 50, &swap_options()).unwrap();
         assert_eq!(out.dims(), noise.dims());
         assert_eq!(report.grid, [8, 8]);
         // Each output cell holds its source block intact; the sources are a permutation.
@@ -98,7 +105,7 @@ fn swap_is_a_deterministic_block_permutation_that_raises_region_attention() {
         }
         assert!(report.moved() > 0);
         // Deterministic.
-        let (again, r2) = swap_noise(&sd, &noise, &l, &t, 50, &SwapOptions::default()).unwrap();
+        let (again, r2) = swap_noise(&sd, &noise, &l, &t, 50, &swap_options()).unwrap();
         assert_eq!(
             again.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
@@ -130,7 +137,7 @@ fn min_max_normalisation_also_permutes() {
     let noise = semi_diffusion::noise::randn(9, &[1, 4, 16, 16], &Device::Cpu).unwrap();
     let opts = SwapOptions {
         normalize: SwapNorm::MinMax,
-        ..SwapOptions::default()
+        ..swap_options()
     };
     let (out, report) = swap_noise(&sd, &noise, &l, &tokens(&sd, &l), 10, &opts).unwrap();
     let mut a: Vec<f32> = noise.flatten_all().unwrap().to_vec1().unwrap();
@@ -146,7 +153,7 @@ fn bad_input_errors() {
     let sd = tiny();
     let l = layout();
     let t = tokens(&sd, &l);
-    let o = SwapOptions::default();
+    let o = swap_options();
     let noise = semi_diffusion::noise::randn(1, &[1, 4, 16, 16], &Device::Cpu).unwrap();
     let wrong = semi_diffusion::noise::randn(1, &[1, 4, 8, 8], &Device::Cpu).unwrap();
     let e = swap_noise(&sd, &wrong, &l, &t, 50, &o).unwrap_err();
