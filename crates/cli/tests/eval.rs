@@ -86,6 +86,10 @@ impl Fixture {
     }
 
     fn generate(&self, out: &str, method: &str, extra: &[&str]) -> Output {
+        self.generate_with(out, method, FAST, extra)
+    }
+
+    fn generate_with(&self, out: &str, method: &str, model: &[&str], extra: &[&str]) -> Output {
         let mut args = vec![
             "eval".to_string(),
             "generate".into(),
@@ -96,7 +100,7 @@ impl Fixture {
             "--method".into(),
             method.into(),
         ];
-        args.extend(FAST.iter().chain(extra).map(|s| s.to_string()));
+        args.extend(model.iter().chain(extra).map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(&args)
     }
@@ -127,7 +131,8 @@ fn without_seconds(files: &BTreeMap<String, Vec<u8>>) -> BTreeMap<String, Vec<u8
     files
         .iter()
         .map(|(k, v)| {
-            let v = if k.ends_with(".json") && !k.contains('_') {
+            let sidecar = k.ends_with(".json") && !k.starts_with("report/") && !k.contains("/_");
+            let v = if sidecar {
                 let mut j: serde_json::Value = serde_json::from_slice(v).unwrap();
                 j["info"].as_object_mut().unwrap().remove("seconds");
                 serde_json::to_vec(&j).unwrap()
@@ -153,7 +158,16 @@ fn run_end_to_end_on_the_toy_model() {
                 &out,
             ],
             FAST,
-            &["--n", "2", "--paint-weight", "0.5", "--soft-weight", "0.3"],
+            &[
+                "--n",
+                "10",
+                "--t-bg",
+                "0.3",
+                "--paint-weight",
+                "0.5",
+                "--soft-weight",
+                "0.3",
+            ],
         ]
         .concat(),
     ));
@@ -200,7 +214,16 @@ fn run_end_to_end_on_the_toy_model() {
                 &out,
             ],
             FAST,
-            &["--n", "2", "--paint-weight", "0.5", "--soft-weight", "0.3"],
+            &[
+                "--n",
+                "10",
+                "--t-bg",
+                "0.3",
+                "--paint-weight",
+                "0.5",
+                "--soft-weight",
+                "0.3",
+            ],
         ]
         .concat(),
     ));
@@ -290,7 +313,12 @@ fn resume_skips_finished_images_and_refuses_other_settings() {
     assert_eq!(std::fs::metadata(&png).unwrap().modified().unwrap(), before);
     assert!(f.root.join("g/sd/000002.png").is_file());
     // Other settings into the same folder: refused, nothing touched.
-    let e = f.generate("g", "sd", &["--steps", "5"]);
+    let e = f.generate_with(
+        "g",
+        "sd",
+        &["--model", "toy", "--steps", "5"],
+        &["--guidance", "2"],
+    );
     assert_error(&e, &["000000.json", "other settings", "steps 4 vs 5"]);
     assert_eq!(std::fs::metadata(&png).unwrap().modified().unwrap(), before);
 }

@@ -40,10 +40,10 @@ pub struct GenOpts {
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
     /// Paint-with-words strength w [default: semi_guidance::PAINT_DEFAULT_WEIGHT].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub paint_weight: Option<f64>,
     /// Soft guidance strength w [default: semi_guidance::SOFT_DEFAULT_WEIGHT].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub soft_weight: Option<f64>,
     /// The ticket store for SemI methods [default: the on-the-fly cache store of this model,
     /// filled with every category pair of the layouts file first].
