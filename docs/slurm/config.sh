@@ -20,23 +20,14 @@ export N_NOISE=${N_NOISE:-100}                  # N of the paper (Table 2 defaul
 export COLLECT_SHARDS=${COLLECT_SHARDS:-8}      # array size of the ticket collection
 export GENERATE_SHARDS=${GENERATE_SHARDS:-16}   # array size per method of the generation
 
-# Paper Table 1 methods. Names are directory names: letters, digits, . _ - +
-export METHODS=${METHODS:-"sd paint soft swap semi semi+soft semi+swap semi+soft+swap"}
+# Paper Table 1 methods. A name is an init (sd = gaussian, semi, swap, semi+swap) and at most
+# one guidance (paint, soft) joined by "+": `semi eval generate --method NAME` parses it, and the
+# canonical name (init first) is the output folder, <OUT>/<method>/.
+export METHODS=${METHODS:-"sd paint soft swap semi semi+soft semi+swap semi+swap+soft"}
 
-# Generation flags per method: initial noise and attention guidance.
-method_flags() {
-    case "$1" in
-        sd)             echo "--init gaussian --guidance none" ;;
-        paint)          echo "--init gaussian --guidance paint" ;;
-        soft)           echo "--init gaussian --guidance soft" ;;
-        swap)           echo "--init swap --guidance none" ;;
-        semi)           echo "--init semi --guidance none" ;;
-        semi+soft)      echo "--init semi --guidance soft" ;;
-        semi+swap)      echo "--init semi+swap --guidance none" ;;
-        semi+soft+swap) echo "--init semi+swap --guidance soft" ;;
-        *) echo "unknown method $1" >&2; return 1 ;;
-    esac
-}
+# Sampler settings shared by every method (the paper: DDIM 50 steps, guidance 7.5).
+export STEPS=${STEPS:-50}
+export GUIDANCE=${GUIDANCE:-7.5}
 
 # Whether a method needs the ticket store.
 method_uses_tickets() {

@@ -3,6 +3,7 @@
 mod bench;
 mod common;
 mod embedded;
+mod eval_cmd;
 mod generate;
 mod init;
 mod plot;
@@ -33,6 +34,8 @@ enum Command {
     Tickets(tickets_cmd::TicketsArgs),
     /// Initial latents for a layout from a ticket store (SemI).
     Init(init::InitArgs),
+    /// Evaluation (paper Table 1): samples, toy layouts, generate, merge, report, run.
+    Eval(eval_cmd::EvalArgs),
 }
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
@@ -86,6 +89,7 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Tickets(args) => tickets_cmd::run(&args),
         Command::Init(args) => init::run(&args),
+        Command::Eval(args) => eval_cmd::run(&args),
     };
     if let Err(e) = result {
         report(&e);
