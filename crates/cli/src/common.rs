@@ -68,8 +68,9 @@ impl RuleArgs {
 /// Probe flags shared by collect and on-the-fly generation.
 #[derive(Args, Debug, Clone)]
 pub struct ProbeArgs {
-    /// Probed layers: `default` (the authors' layer, or the second cross-attention at the
-    /// 1/4-latent grid), `all` (every cross-attention layer at that resolution), or layer paths.
+    /// Probed layers: `default` (the authors' layer, or the second down-path cross-attention at
+    /// the level whose grid is nearest 16x16 cells), `all` (every cross-attention layer at that
+    /// resolution), or layer paths.
     #[arg(long, default_value = "default")]
     pub layers: String,
     /// Contrastive prompts per UNet pass (batch rows sharing one noise image). On a CPU this
