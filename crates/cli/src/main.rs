@@ -33,6 +33,8 @@ enum Command {
     Tickets(tickets_cmd::TicketsArgs),
     /// Initial latents for a layout from a ticket store (SemI).
     Init(init::InitArgs),
+    /// A local web page (and JSON API) to draw a layout and watch it become an image.
+    Serve(semi_server::ServeArgs),
 }
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
@@ -86,6 +88,7 @@ fn main() {
         Command::Bench(args) => bench::run(&args),
         Command::Tickets(args) => tickets_cmd::run(&args),
         Command::Init(args) => init::run(&args),
+        Command::Serve(args) => semi_server::run_cli(&args, embedded::resolve_model_arg),
     };
     if let Err(e) = result {
         report(&e);
