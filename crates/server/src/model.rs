@@ -116,15 +116,8 @@ pub fn load(source: &ModelSource) -> Result<Loaded> {
     let store = match &source.store {
         Some(dir) => {
             let store = Store::open(dir)?;
+            semi_methods::check_store_model(&store, &fingerprint, &source.name)?;
             let theirs = store.fingerprint();
-            if theirs.model != fingerprint {
-                bail!(
-                    "the store {} was made with another model, not {}; use a store collected \
-                     with this model",
-                    dir.display(),
-                    source.name
-                );
-            }
             if (theirs.height as usize, theirs.width as usize) != (height, width) {
                 bail!(
                     "the store {} is for {}x{} images, the model makes {width}x{height}",

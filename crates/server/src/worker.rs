@@ -182,22 +182,12 @@ fn run_job(
     let json = serde_json::to_string(&params)?;
     let image_png = preview::png_bytes(&generation.image, &[("parameters", &json)])?;
 
-    // Unit-variance initial latents (what `semi generate --latents` takes): undo
-    // init_noise_sigma, which the loop applied.
-    let sigma = m
-        .sd
-        .scheduler_kind
-        .build(&m.sd.scheduler_config, 0.0)?
-        .init_noise_sigma();
+    // Unit-variance initial latents, before init_noise_sigma (what `semi generate --latents`
+    // takes and what the probe expects).
     let initial = generation
         .initial
         .to_device(&candle_core::Device::Cpu)?
         .to_dtype(candle_core::DType::F32)?;
-    let initial = if sigma == 1.0 {
-        initial
-    } else {
-        (initial / sigma)?
-    };
     let flat: Vec<f32> = initial.flatten_all()?.to_vec1()?;
     let initial_npy = npy_bytes(&flat, initial.dims());
 

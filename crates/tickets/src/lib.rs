@@ -27,6 +27,7 @@ pub mod rng;
 pub mod select;
 pub mod shard;
 pub mod store;
+pub mod swap;
 
 pub use construct::{
     construct, semi_init, CellFill, Construction, InitMethod, InitOptions, Region, SetUse,

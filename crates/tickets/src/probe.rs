@@ -58,6 +58,12 @@ pub enum LayerChoice {
     Paths(Vec<String>),
 }
 
+impl Default for LayerChoice {
+    fn default() -> Self {
+        LayerChoice::Default
+    }
+}
+
 impl LayerChoice {
     /// `default`, `all`, or a comma-separated list of layer paths.
     pub fn parse(text: &str) -> Result<LayerChoice> {

@@ -1,0 +1,210 @@
+//! Method names: [`Init`] x [`Guidance`], parsed from and printed as `+`-joined words.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+
+/// Where the initial latents come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Init {
+    /// Seeded Gaussian noise (`torch.randn` with the seed), as plain Stable Diffusion.
+    Gaussian,
+    /// Semantic-driven initialisation from a ticket store (the paper).
+    Semi,
+    /// The seeded Gaussian noise with its blocks rearranged by Swap (Mao et al., ACM MM 2023).
+    Swap,
+    /// SemI latents with their blocks rearranged by Swap (Table 1's SemI + Swap).
+    SemiSwap,
+}
+
+/// Attention guidance during denoising.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Guidance {
+    None,
+    /// Paint-with-words (eDiffi).
+    Paint,
+    /// Soft guidance (Mao & Wang, ICIP 2023).
+    Soft,
+}
+
+impl Init {
+    /// The init's word(s) in a method name (`gaussian` for Gaussian).
+    pub fn name(self) -> &'static str {
+        match self {
+            Init::Gaussian => "gaussian",
+            Init::Semi => "semi",
+            Init::Swap => "swap",
+            Init::SemiSwap => "semi+swap",
+        }
+    }
+
+    /// Whether SemI builds the latents (a ticket store is needed).
+    pub fn uses_semi(self) -> bool {
+        matches!(self, Init::Semi | Init::SemiSwap)
+    }
+
+    /// Whether Swap rearranges the latents.
+    pub fn uses_swap(self) -> bool {
+        matches!(self, Init::Swap | Init::SemiSwap)
+    }
+
+    /// `gaussian`, `semi`, `swap` or `semi+swap` (also `sd`, case-insensitive).
+    pub fn parse(text: &str) -> Result<Init> {
+        let m = Method::parse(text)?;
+        if m.guidance != Guidance::None {
+            bail!("{text:?} is not an init (use gaussian, semi, swap or semi+swap)");
+        }
+        Ok(m.init)
+    }
+}
+
+impl Guidance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Guidance::None => "none",
+            Guidance::Paint => "paint",
+            Guidance::Soft => "soft",
+        }
+    }
+
+    /// `none`, `paint` or `soft` (case-insensitive).
+    pub fn parse(text: &str) -> Result<Guidance> {
+        match text.trim().to_lowercase().as_str() {
+            "none" => Ok(Guidance::None),
+            "paint" => Ok(Guidance::Paint),
+            "soft" => Ok(Guidance::Soft),
+            _ => bail!("unknown guidance {text:?} (use none, paint or soft)"),
+        }
+    }
+}
+
+/// A method of the paper's Table 1: an init and a guidance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Method {
+    pub init: Init,
+    pub guidance: Guidance,
+}
+
+const WORDS: &str = "sd, gaussian, semi, swap, paint, soft, joined by + (e.g. semi+swap+soft)";
+
+impl Method {
+    pub fn new(init: Init, guidance: Guidance) -> Self {
+        Method { init, guidance }
+    }
+
+    /// `sd` (= gaussian, no guidance), `gaussian`, `semi`, `swap`, `semi+swap`, `paint`, `soft`,
+    /// and any `+` combination of one init (`semi` and `swap` together make `semi+swap`) and at
+    /// most one guidance word in any order (`semi+soft`, `soft+semi+swap`); `sd`/`gaussian`
+    /// combine too (`sd+paint` = `paint`). Case-insensitive; anything else is an error listing
+    /// the words.
+    pub fn parse(text: &str) -> Result<Method> {
+        let lower = text.trim().to_lowercase();
+        if lower.is_empty() {
+            bail!("empty method name (use {WORDS})");
+        }
+        let (mut gaussian, mut semi, mut swap) = (false, false, false);
+        let mut guidance: Option<Guidance> = None;
+        for word in lower.split('+').map(str::trim) {
+            let flag = match word {
+                "sd" | "gaussian" => &mut gaussian,
+                "semi" => &mut semi,
+                "swap" => &mut swap,
+                "paint" | "soft" => {
+                    let g = if word == "paint" {
+                        Guidance::Paint
+                    } else {
+                        Guidance::Soft
+                    };
+                    if let Some(old) = guidance {
+                        bail!(
+                            "method {text:?} names two guidances ({} and {word}); choose at most one",
+                            old.name()
+                        );
+                    }
+                    guidance = Some(g);
+                    continue;
+                }
+                "" => bail!("method {text:?} has an empty word between `+` signs (use {WORDS})"),
+                other => bail!("unknown method word {other:?} in {text:?} (use {WORDS})"),
+            };
+            if *flag {
+                bail!("method {text:?} names {word} twice");
+            }
+            *flag = true;
+        }
+        if gaussian && (semi || swap) {
+            bail!("method {text:?} mixes sd/gaussian noise with another init (semi, swap)");
+        }
+        let init = match (semi, swap) {
+            (false, false) => Init::Gaussian,
+            (true, false) => Init::Semi,
+            (false, true) => Init::Swap,
+            (true, true) => Init::SemiSwap,
+        };
+        Ok(Method {
+            init,
+            guidance: guidance.unwrap_or(Guidance::None),
+        })
+    }
+
+    /// Canonical name, used as the eval output folder: `sd`, `semi`, `swap`, `semi+swap`,
+    /// `paint`, `soft`, `semi+soft`, `semi+swap+soft`, `swap+paint`, ...
+    pub fn name(&self) -> String {
+        let mut words: Vec<&str> = Vec::new();
+        if self.init != Init::Gaussian {
+            words.push(self.init.name());
+        }
+        if self.guidance != Guidance::None {
+            words.push(self.guidance.name());
+        }
+        if words.is_empty() {
+            "sd".to_string()
+        } else {
+            words.join("+")
+        }
+    }
+
+    /// The paper's Table 1 rows in order: sd, paint, soft, swap, semi, semi+soft, semi+swap,
+    /// semi+swap+soft.
+    pub fn table1() -> Vec<Method> {
+        use Guidance as G;
+        use Init as I;
+        [
+            (I::Gaussian, G::None),
+            (I::Gaussian, G::Paint),
+            (I::Gaussian, G::Soft),
+            (I::Swap, G::None),
+            (I::Semi, G::None),
+            (I::Semi, G::Soft),
+            (I::SemiSwap, G::None),
+            (I::SemiSwap, G::Soft),
+        ]
+        .into_iter()
+        .map(|(i, g)| Method::new(i, g))
+        .collect()
+    }
+
+    /// Whether a ticket store is needed (Semi, SemiSwap).
+    pub fn needs_store(&self) -> bool {
+        self.init.uses_semi()
+    }
+
+    /// Whether the method needs the layout's boxes (everything but plain `sd`).
+    pub fn needs_boxes(&self) -> bool {
+        self.init != Init::Gaussian || self.guidance != Guidance::None
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Method> {
+        Method::parse(s)
+    }
+}
