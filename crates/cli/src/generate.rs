@@ -1,5 +1,7 @@
-//! `semi generate`: one prompt (or one layout), one image; initial latents from seeded Gaussian
-//! noise, a file, or semantic-driven initialisation from a ticket store (`--init semi`).
+//! `semi generate`: one prompt (or one layout), one image, by any method of the paper's Table 1
+//! through [`semi_methods::generate`]: initial latents from seeded Gaussian noise (or a file),
+//! semantic-driven initialisation from a ticket store (`--init semi`), Swap (`--init swap`,
+//! `--init semi+swap`), with attention guidance `--guidance paint|soft`.
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device};
@@ -10,6 +12,7 @@ use semi_diffusion::latents_io::{read_latents, write_latents};
 use semi_diffusion::loading::{ModelFiles, Variant};
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
 use semi_layout::Layout;
+use semi_methods::{Guidance, Init, Method, MethodOptions};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,10 +22,25 @@ pub enum DeviceArg {
     Metal,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum InitArg {
-    Gaussian,
-    Semi,
+/// `--guidance`: attention guidance, or (as in earlier versions) a number, taken as the
+/// classifier-free guidance scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GuidanceArg {
+    Method(Guidance),
+    Scale(f64),
+}
+
+fn parse_guidance(text: &str) -> Result<GuidanceArg, String> {
+    if let Ok(v) = text.trim().parse::<f64>() {
+        return Ok(GuidanceArg::Scale(v));
+    }
+    Guidance::parse(text)
+        .map(GuidanceArg::Method)
+        .map_err(|e| format!("{e} (a number sets the classifier-free guidance scale, as --cfg)"))
+}
+
+fn parse_init(text: &str) -> Result<Init, String> {
+    Init::parse(text).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Debug, Clone)]
@@ -42,11 +60,23 @@ pub struct GenerateArgs {
     /// A layout (JSON): prompt, size, seed and boxes; also writes `<out>.boxes.png`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "height", "width"])]
     pub layout: Option<PathBuf>,
-    /// Initial latents: seeded Gaussian noise, or SemI from a ticket store (needs --layout).
-    #[arg(long, value_enum, default_value_t = InitArg::Gaussian)]
-    pub init: InitArg,
-    /// The ticket store for --init semi [default: a cache store for this model and probe
-    /// settings under $SEMI_CACHE/stores (~/.cache/semi/stores), filled on the fly].
+    /// Initial latents: gaussian (seeded noise, or --latents), semi (SemI from a ticket store),
+    /// swap (the Gaussian noise's blocks rearranged by Swap, Mao et al. 2023), semi+swap (Swap on
+    /// the SemI latents). All but gaussian need --layout.
+    #[arg(long, default_value = "gaussian", value_parser = parse_init)]
+    pub init: Init,
+    /// Attention guidance: none, paint (eDiffi paint-with-words) or soft (Mao & Wang 2023); paint
+    /// and soft need --layout. A number instead sets the classifier-free guidance scale (--cfg).
+    #[arg(long, default_value = "none", value_parser = parse_guidance, allow_negative_numbers = true)]
+    pub guidance: GuidanceArg,
+    /// Paint's weight w (logit bonus w * ln(1 + sigma_t) * max logit inside the box).
+    #[arg(long, default_value_t = semi_guidance::PAINT_DEFAULT_WEIGHT, allow_negative_numbers = true)]
+    pub paint_weight: f64,
+    /// Soft's weight w (logit bonus w * s(t) * max logit in the grown box).
+    #[arg(long, default_value_t = semi_guidance::SOFT_DEFAULT_WEIGHT, allow_negative_numbers = true)]
+    pub soft_weight: f64,
+    /// The ticket store for --init semi|semi+swap [default: a cache store for this model and
+    /// probe settings under $SEMI_CACHE/stores (~/.cache/semi/stores), filled on the fly].
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Noise images N when filling the cache store on the fly.
@@ -65,9 +95,9 @@ pub struct GenerateArgs {
     pub probe: crate::common::ProbeArgs,
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// Classifier-free guidance scale (<= 1 turns guidance off).
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
+    /// Classifier-free guidance scale (<= 1 turns it off) [default: 7.5].
+    #[arg(long, visible_alias = "guidance-scale", allow_negative_numbers = true)]
+    pub cfg: Option<f64>,
     /// DDIM eta (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
@@ -90,6 +120,65 @@ pub struct GenerateArgs {
     /// Half precision: the fp16 weight variant when present, f16 compute.
     #[arg(long)]
     pub fp16: bool,
+}
+
+impl GenerateArgs {
+    /// The method of `--init` and `--guidance`.
+    pub fn method(&self) -> Method {
+        let guidance = match self.guidance {
+            GuidanceArg::Method(g) => g,
+            GuidanceArg::Scale(_) => Guidance::None,
+        };
+        Method::new(self.init, guidance)
+    }
+
+    /// The classifier-free guidance scale: `--cfg`, else a numeric `--guidance`, else 7.5.
+    pub fn cfg_scale(&self) -> Result<f64> {
+        match (self.cfg, self.guidance) {
+            (Some(_), GuidanceArg::Scale(_)) => {
+                bail!("--cfg and a numeric --guidance both set the guidance scale; give one")
+            }
+            (Some(c), _) | (None, GuidanceArg::Scale(c)) => Ok(c),
+            (None, GuidanceArg::Method(_)) => Ok(7.5),
+        }
+    }
+
+    /// The methods' settings from the flags.
+    pub fn method_options(&self) -> Result<MethodOptions> {
+        for (flag, w) in [
+            ("--paint-weight", self.paint_weight),
+            ("--soft-weight", self.soft_weight),
+        ] {
+            if !(w.is_finite() && w >= 0.0) {
+                bail!("{flag} must be a finite number >= 0, got {w}");
+            }
+        }
+        Ok(MethodOptions {
+            rule: self.rule.rule()?,
+            recalibrate: self.recalibrate,
+            paint_weight: self.paint_weight,
+            soft_weight: self.soft_weight,
+            ..MethodOptions::default()
+        })
+    }
+}
+
+/// Why a method cannot run without `--layout`.
+fn needs_layout(method: &Method) -> Option<String> {
+    let init = method.init.name();
+    match (method.init, method.guidance) {
+        (Init::Semi | Init::SemiSwap, _) => Some(format!(
+            "--init {init} needs --layout (the boxes say where each category's tickets go)"
+        )),
+        (Init::Swap, _) => Some(
+            "--init swap needs --layout (Swap moves noise blocks into the objects' boxes)".into(),
+        ),
+        (_, Guidance::Paint | Guidance::Soft) => Some(format!(
+            "--guidance {} needs --layout (the boxes say where each object's words attend)",
+            method.guidance.name()
+        )),
+        _ => None,
+    }
 }
 
 /// The candle device for `--device`; a backend not compiled in is an error, not a fallback.
@@ -158,7 +247,7 @@ pub fn build_request(
     };
     req.seed = args.seed.or(layout.and_then(|l| l.seed)).unwrap_or(0);
     req.steps = args.steps;
-    req.guidance_scale = args.guidance;
+    req.guidance_scale = args.cfg_scale()?;
     req.eta = args.eta;
     req.validate(files.size_multiple())?;
     if req.steps > files.scheduler.num_train_timesteps {
@@ -202,20 +291,25 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             bail!("the prompt is empty");
         }
     }
-    let semi = args.init == InitArg::Semi;
-    if semi && args.layout.is_none() {
-        bail!("--init semi needs --layout (the boxes say where each category's tickets go)");
+    let method = args.method();
+    let init = method.init.name();
+    let semi = method.needs_store();
+    if args.layout.is_none() {
+        if let Some(why) = needs_layout(&method) {
+            bail!("{why}");
+        }
     }
     if semi && args.latents.is_some() {
-        bail!("--init semi and --latents both give initial latents; choose one");
+        bail!("--init {init} and --latents both give initial latents; choose one");
     }
     if semi && args.fp16 && args.store.is_none() {
-        bail!("--init semi probes in f32 to fill its cache store; drop --fp16 or pass --store");
+        bail!("--init {init} probes in f32 to fill its cache store; drop --fp16 or pass --store");
     }
     if args.n == 0 {
         bail!("--n must be at least 1 noise image");
     }
-    let rule = args.rule.rule()?;
+    args.cfg_scale()?;
+    let options = args.method_options()?;
     let device = select_device(args.device)?;
     check_output_path(&args.out, "--out")?;
     if let Some(p) = &args.save_latents {
@@ -232,7 +326,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         Variant::Full
     };
     let files = ModelFiles::check(&dir, variant)?;
-    let mut req = build_request(args, layout.as_ref(), &files)?;
+    let req = build_request(args, layout.as_ref(), &files)?;
     let model_fingerprint = if semi {
         Some(semi_tickets::cache::model_fingerprint(&files)?)
     } else {
@@ -241,40 +335,49 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     let dtype = if args.fp16 { DType::F16 } else { DType::F32 };
     let sd = StableDiffusion::from_files(files, &device, dtype)?;
 
-    let mut extra = serde_json::Map::new();
-    if let (Some(layout), Some(fp)) = (&layout, &model_fingerprint) {
-        let layout_path = args.layout.as_deref().expect("checked");
-        let store = crate::semi_store::store_for(args, &sd, fp, layout)?;
-        let options = semi_tickets::InitOptions {
-            seed: req.seed,
-            method: semi_tickets::InitMethod::SemI,
-            recalibrate: args.recalibrate,
-        };
-        let c = crate::init::build_latents(&store, layout, &rule, &options)?;
-        req.latents = Some(candle_core::Tensor::from_vec(
-            c.latents,
-            c.shape.to_vec(),
-            &Device::Cpu,
-        )?);
-        for (k, v) in crate::init::metadata(&store, layout_path, &rule, &options) {
-            extra.insert(format!("init_{k}"), v.into());
-        }
-    }
-    if let Some(layout) = &layout {
-        extra.insert(
-            "init".into(),
-            format!("{:?}", args.init).to_lowercase().into(),
-        );
-        extra.insert("layout".into(), serde_json::to_value(layout)?);
-    }
+    let store = match (&layout, &model_fingerprint) {
+        (Some(layout), Some(fp)) => Some(crate::semi_store::store_for(args, &sd, fp, layout)?),
+        _ => None,
+    };
+    // A plain prompt runs as a layout without boxes (only `sd` accepts one).
+    let plain = Layout::new(
+        req.prompt.clone(),
+        req.width as u32,
+        req.height as u32,
+        Vec::new(),
+    );
+    let target = layout.as_ref().unwrap_or(&plain);
 
     let pb = progress_bar(req.steps);
-    let out = sd.generate(&req, None, &mut |ev| {
-        pb.set_position(ev.step as u64 + 1);
-        Ok(())
-    });
+    let out = semi_methods::generate(
+        &sd,
+        target,
+        &req,
+        &method,
+        store.as_ref(),
+        &options,
+        &mut |ev| {
+            pb.set_position(ev.step as u64 + 1);
+            Ok(())
+        },
+    );
     pb.finish_and_clear();
     let out = out?;
+    if let Some(c) = &out.construction {
+        println!("SemI construction:");
+        print!("{c}");
+    }
+    if let Some(swap) = out.prepared_metadata.get("swap") {
+        println!(
+            "swap: {} of {} blocks moved",
+            swap["moved"],
+            swap["source"].as_array().map_or(0, |a| a.len())
+        );
+    }
+    let mut extra = out.prepared_metadata.clone();
+    if let Some(layout) = &layout {
+        extra.insert("layout".into(), serde_json::to_value(layout)?);
+    }
 
     let params = ImageParams {
         prompt: req.prompt.clone(),

@@ -12,4 +12,4 @@ mod store;
 
 pub use method::{Guidance, Init, Method};
 pub use prepare::{generate, prepare, Generation, MethodOptions, Prepared};
-pub use store::{cache_store, check_store_model, CACHE_SEED};
+pub use store::{cache_store, cache_store_with, check_store_model, CACHE_SEED};

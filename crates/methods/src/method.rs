@@ -208,3 +208,69 @@ impl FromStr for Method {
         Method::parse(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let names = [
+            "sd",
+            "paint",
+            "soft",
+            "swap",
+            "semi",
+            "semi+soft",
+            "semi+swap",
+            "semi+swap+soft",
+            "swap+paint",
+            "semi+paint",
+            "swap+soft",
+            "semi+swap+paint",
+        ];
+        for n in names {
+            let m = Method::parse(n).unwrap();
+            assert_eq!(m.name(), n);
+            assert_eq!(m.to_string(), n);
+            assert_eq!(n.parse::<Method>().unwrap(), m);
+        }
+        let table: Vec<String> = Method::table1().iter().map(|m| m.name()).collect();
+        assert_eq!(table, names[..8]);
+        for m in Method::table1() {
+            assert_eq!(Method::parse(&m.name()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn aliases_order_and_case() {
+        let m = |s: &str| Method::parse(s).unwrap();
+        assert_eq!(m("gaussian"), m("sd"));
+        assert_eq!(m("sd+paint"), m("paint"));
+        assert_eq!(m("Gaussian+Soft").name(), "soft");
+        assert_eq!(m("soft+semi+swap").name(), "semi+swap+soft");
+        assert_eq!(m("SWAP+SEMI"), Method::new(Init::SemiSwap, Guidance::None));
+        assert_eq!(m(" semi + soft "), Method::new(Init::Semi, Guidance::Soft));
+        assert!(m("semi").needs_store() && m("semi+swap+soft").needs_store());
+        assert!(!m("swap").needs_store() && !m("paint").needs_store());
+        assert!(!m("sd").needs_boxes() && m("paint").needs_boxes() && m("swap").needs_boxes());
+        assert_eq!(Init::parse("semi+swap").unwrap(), Init::SemiSwap);
+        assert_eq!(Init::parse("gaussian").unwrap(), Init::Gaussian);
+        assert_eq!(Guidance::parse("Soft").unwrap(), Guidance::Soft);
+    }
+
+    #[test]
+    fn bad_names_are_errors() {
+        let err = |s: &str| Method::parse(s).unwrap_err().to_string();
+        assert!(err("").contains("empty"), "{}", err(""));
+        assert!(err("dalle").contains("unknown method word \"dalle\""));
+        assert!(err("dalle").contains("sd, gaussian, semi, swap, paint, soft"));
+        assert!(err("paint+soft").contains("two guidances"));
+        assert!(err("semi+semi").contains("twice"));
+        assert!(err("sd+semi").contains("mixes"));
+        assert!(err("semi++soft").contains("empty word"));
+        assert!(Init::parse("paint").is_err());
+        assert!(Init::parse("semi+soft").is_err());
+        assert!(Guidance::parse("semi").is_err());
+    }
+}
