@@ -74,7 +74,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this route",
+    )
 }
 
 async fn info(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -132,7 +135,9 @@ fn job_id(id: Result<Path<u64>, PathRejection>) -> ApiResult<u64> {
 }
 
 fn no_job(id: u64) -> ApiError {
-    ApiError::not_found(format!("no job {id} (finished jobs are kept for a while only)"))
+    ApiError::not_found(format!(
+        "no job {id} (finished jobs are kept for a while only)"
+    ))
 }
 
 async fn job(
@@ -167,10 +172,9 @@ fn job_bytes(
         let t = s.shared.lock();
         let job = t.jobs.get(&id).ok_or_else(|| no_job(id))?;
         pick(job).ok_or_else(|| {
-            ApiError::conflict(format!(
-                "job {id} has no {what} (it is {:?})",
-                job.status
-            ).to_lowercase())
+            ApiError::conflict(
+                format!("job {id} has no {what} (it is {:?})", job.status).to_lowercase(),
+            )
         })?
     };
     Ok((
@@ -187,14 +191,18 @@ async fn preview_png(
     State(s): State<AppState>,
     id: Result<Path<u64>, PathRejection>,
 ) -> ApiResult<Response> {
-    job_bytes(&s, id, "preview yet", "image/png", |j| j.preview_png.clone())
+    job_bytes(&s, id, "preview yet", "image/png", |j| {
+        j.preview_png.clone()
+    })
 }
 
 async fn image_png(
     State(s): State<AppState>,
     id: Result<Path<u64>, PathRejection>,
 ) -> ApiResult<Response> {
-    job_bytes(&s, id, "image", "image/png", |j| j.outputs.image_png.clone())
+    job_bytes(&s, id, "image", "image/png", |j| {
+        j.outputs.image_png.clone()
+    })
 }
 
 async fn initial_npy(

@@ -11,15 +11,20 @@
 
 use anyhow::Result;
 use candle_core::Tensor;
-use serde_json::{json, Value};
 use semi_tickets::{min_max_normalize, Construction, ProbeOptions, Region, SdProber};
+use serde_json::{json, Value};
 
 use crate::model::Loaded;
 use crate::request::JobRequest;
 
 /// Token positions of `category` in the prompt's ids: the word, its plurals, then any phrase of
 /// an object with that category.
-fn category_tokens(m: &Loaded, req: &JobRequest, ids: &[u32], category: &str) -> Option<Vec<usize>> {
+fn category_tokens(
+    m: &Loaded,
+    req: &JobRequest,
+    ids: &[u32],
+    category: &str,
+) -> Option<Vec<usize>> {
     let tok = &m.sd.tokenizer;
     let mut candidates = vec![
         category.to_lowercase(),

@@ -139,7 +139,10 @@ pub fn run(options: ServeOptions) -> Result<()> {
     }
     // A panic in a job must fail that job, not end the server (the CLI's hook exits).
     std::panic::set_hook(Box::new(|info| {
-        eprintln!("error: internal error: {}", info.to_string().replace('\n', " "));
+        eprintln!(
+            "error: internal error: {}",
+            info.to_string().replace('\n', " ")
+        );
     }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use serde::Serialize;
 use semi_diffusion::loading::{ModelFiles, Variant};
 use semi_diffusion::pipeline::StableDiffusion;
 use semi_tickets::names::normalize_category;
 use semi_tickets::{ProbeOptions, SdProber, Store};
+use serde::Serialize;
 
 /// Where the model and the optional ticket store come from (resolved by the CLI: the server
 /// never takes a path from a client).
@@ -110,9 +110,7 @@ pub fn load(source: &ModelSource) -> Result<Loaded> {
         )
     })?;
     let probe = ProbeOptions::new(height, width);
-    let grid = SdProber::new(&sd, fingerprint.clone(), &probe)?
-        .plan()
-        .grid;
+    let grid = SdProber::new(&sd, fingerprint.clone(), &probe)?.plan().grid;
     let store = match &source.store {
         Some(dir) => {
             let store = Store::open(dir)?;

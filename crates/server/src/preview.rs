@@ -71,8 +71,12 @@ mod tests {
 
     #[test]
     fn pixel_space_preview_is_the_image() {
-        let x = Tensor::from_vec(vec![-1f32, 0.0, 1.0, 0.5, -0.5, 0.0], (1, 3, 1, 2), &Device::Cpu)
-            .unwrap();
+        let x = Tensor::from_vec(
+            vec![-1f32, 0.0, 1.0, 0.5, -0.5, 0.0],
+            (1, 3, 1, 2),
+            &Device::Cpu,
+        )
+        .unwrap();
         let img = latents_to_image(&x, true).unwrap();
         let v: Vec<f32> = img.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(v, vec![0.0, 0.5, 1.0, 0.75, 0.25, 0.5]);

@@ -5,10 +5,10 @@
 //! the method words through `semi_methods::Method::parse`; so the page, the API and the CLI
 //! refuse the same inputs with the same messages.
 
-use serde::Deserialize;
 use semi_diffusion::pipeline::GenerateRequest;
 use semi_layout::Layout;
 use semi_methods::Method;
+use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::ModelInfo;
@@ -79,11 +79,7 @@ impl JobRequest {
                 .map_err(|e| ApiError::invalid(format!("objects[{i}].category: {e}")))?;
         }
         let method = parse_method(body.init.as_deref(), body.layout_method.as_deref())?;
-        let mut generate = GenerateRequest::new(
-            layout.prompt.clone(),
-            model.height,
-            model.width,
-        );
+        let mut generate = GenerateRequest::new(layout.prompt.clone(), model.height, model.width);
         generate.negative_prompt = layout.negative_prompt.clone().unwrap_or_default();
         generate.seed = layout.seed.unwrap_or(0);
         generate.steps = body.steps.unwrap_or(model.default_steps);

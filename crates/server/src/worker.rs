@@ -88,7 +88,10 @@ fn store_for(m: &Loaded, shared: &Shared, id: u64, req: &JobRequest) -> Result<O
     let partners: Vec<String> = if categories.len() >= 2 {
         Vec::new()
     } else if let model::Vocabulary::Toy(all) = &m.info.categories {
-        all.iter().filter(|c| !categories.contains(c)).cloned().collect()
+        all.iter()
+            .filter(|c| !categories.contains(c))
+            .cloned()
+            .collect()
     } else {
         bail!(
             "a layout with the single category {:?} has nothing to contrast it with on the fly: \

@@ -29,7 +29,10 @@ async fn generate_poll_and_fetch_the_image() {
     assert_eq!(img.content_type, "image/png");
     let (w, h, rgb) = decode_png(&img.body);
     assert_eq!((w, h), (32, 32));
-    assert!(rgb.iter().any(|&v| v != rgb[0]), "the image is one flat colour");
+    assert!(
+        rgb.iter().any(|&v| v != rgb[0]),
+        "the image is one flat colour"
+    );
 
     let preview = http.get(&format!("/api/jobs/{id}/preview.png")).await;
     assert_eq!(decode_png(&preview.body).0, 32);
@@ -43,7 +46,9 @@ async fn generate_poll_and_fetch_the_image() {
     let maps = att["maps"].as_array().unwrap();
     assert_eq!(maps.len(), 2);
     for m in maps {
-        let values = m["values"].as_array().expect("both categories are in the prompt");
+        let values = m["values"]
+            .as_array()
+            .expect("both categories are in the prompt");
         assert_eq!(values.len() as u64, cells);
     }
     assert!(att["cells"].is_null(), "gaussian init fills no cells");
@@ -57,7 +62,9 @@ async fn bad_requests_are_4xx_with_a_message() {
     let addr = start_toy().await;
     let http = Http::new(addr);
 
-    let r = http.request("POST", "/api/jobs", b"{\"layout\": ".to_vec()).await;
+    let r = http
+        .request("POST", "/api/jobs", b"{\"layout\": ".to_vec())
+        .await;
     assert_eq!(r.status, 400);
     assert!(r.error().contains("malformed JSON"), "{}", r.error());
 
@@ -68,19 +75,34 @@ async fn bad_requests_are_4xx_with_a_message() {
 
     let mut layout = toy_layout();
     layout["objects"][1]["category"] = json!("dog");
-    let r = http.post_json("/api/jobs", &json!({ "layout": layout })).await;
+    let r = http
+        .post_json("/api/jobs", &json!({ "layout": layout }))
+        .await;
     assert_eq!(r.status, 422);
-    assert!(r.error().contains("unknown category \"dog\""), "{}", r.error());
-    assert!(r.error().contains("circle"), "lists the known ones: {}", r.error());
+    assert!(
+        r.error().contains("unknown category \"dog\""),
+        "{}",
+        r.error()
+    );
+    assert!(
+        r.error().contains("circle"),
+        "lists the known ones: {}",
+        r.error()
+    );
 
     let mut layout = toy_layout();
     layout["objects"][0]["bbox"] = json!([0.5, 0.5, 1.2, 0.9]);
-    let r = http.post_json("/api/jobs", &json!({ "layout": layout })).await;
+    let r = http
+        .post_json("/api/jobs", &json!({ "layout": layout }))
+        .await;
     assert_eq!(r.status, 422);
     assert!(r.error().contains("objects[0].bbox"), "{}", r.error());
 
     let r = http
-        .post_json("/api/jobs", &json!({"layout": toy_layout(), "path": "/etc/passwd"}))
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": toy_layout(), "path": "/etc/passwd"}),
+        )
         .await;
     assert_eq!(r.status, 400, "unknown fields are refused");
     assert!(r.error().contains("path"), "{}", r.error());
@@ -92,17 +114,27 @@ async fn bad_requests_are_4xx_with_a_message() {
     assert!(r.error().contains("steps"), "{}", r.error());
 
     let r = http
-        .post_json("/api/jobs", &json!({"layout": toy_layout(), "init": "magic"}))
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": toy_layout(), "init": "magic"}),
+        )
         .await;
     assert_eq!(r.status, 422);
     assert!(r.error().contains("gaussian"), "{}", r.error());
 
     let mut layout = toy_layout();
     layout["width"] = json!(64);
-    let r = http.post_json("/api/jobs", &json!({ "layout": layout })).await;
+    let r = http
+        .post_json("/api/jobs", &json!({ "layout": layout }))
+        .await;
     assert_eq!(r.status, 422);
 
-    for path in ["/api/jobs/999", "/api/jobs/abc", "/api/nothing", "/api/jobs/999/image.png"] {
+    for path in [
+        "/api/jobs/999",
+        "/api/jobs/abc",
+        "/api/nothing",
+        "/api/jobs/999/image.png",
+    ] {
         let r = http.get(path).await;
         assert_eq!(r.status, 404, "{path}");
         r.error();
@@ -121,13 +153,20 @@ async fn queue_and_cancel() {
     let body = json!({"layout": toy_layout(), "steps": 200});
     let first = http.post_json("/api/jobs", &body).await.json();
     let second = http.post_json("/api/jobs", &body).await.json();
-    let (a, b) = (first["id"].as_u64().unwrap(), second["id"].as_u64().unwrap());
+    let (a, b) = (
+        first["id"].as_u64().unwrap(),
+        second["id"].as_u64().unwrap(),
+    );
     // The second waits behind the first (one job at a time per model).
     let v = http.get(&format!("/api/jobs/{b}")).await.json();
     assert_eq!(v["status"], "queued", "{v}");
-    let r = http.post_json(&format!("/api/jobs/{b}/cancel"), &json!({})).await;
+    let r = http
+        .post_json(&format!("/api/jobs/{b}/cancel"), &json!({}))
+        .await;
     assert_eq!(r.json()["status"], "cancelled");
-    let r = http.post_json(&format!("/api/jobs/{a}/cancel"), &json!({})).await;
+    let r = http
+        .post_json(&format!("/api/jobs/{a}/cancel"), &json!({}))
+        .await;
     assert_eq!(r.status, 200);
     let v = http.wait_job(a, Duration::from_secs(60)).await;
     assert_eq!(v["status"], "cancelled", "{v}");

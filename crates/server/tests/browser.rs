@@ -1,6 +1,6 @@
 //! A real browser against the page: headless Chromium driven through chromedriver (WebDriver)
-//! draws two boxes with the mouse, types the prompt, clicks Generate, waits for the image and
-//! saves a screenshot that must not be blank.
+//! draws two boxes with the mouse, types the prompt, clicks Generate, waits for the image (SemI init, so the
+//! attention toggle has cells to show) and saves a screenshot that must not be blank.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`/usr/bin/chromedriver`); without them the
 //! test prints a skip message, unless `SEMI_REQUIRE_BROWSER=1` (as `.ci/run` sets), when it
@@ -50,7 +50,10 @@ async fn start_driver() -> (Driver, String) {
     let driver = Driver(child);
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver does not listen");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver does not listen"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     (driver, format!("http://127.0.0.1:{port}"))
@@ -83,7 +86,10 @@ async fn connect(webdriver: &str, profile: &Path) -> Client {
 
 /// Drag on the layout canvas between two points given relative to its centre.
 async fn drag(client: &Client, from: (f64, f64), to: (f64, f64)) {
-    let canvas = client.find(Locator::Id("canvas")).await.expect("the canvas");
+    let canvas = client
+        .find(Locator::Id("canvas"))
+        .await
+        .expect("the canvas");
     let mouse = MouseActions::new("mouse".into())
         .then(PointerAction::MoveToElement {
             element: canvas.clone(),
@@ -141,13 +147,15 @@ async fn draw_two_boxes_and_generate_in_chromium() {
     let (w, h, rgb) = common::decode_png(&screenshot);
     assert!(w >= 400 && h >= 300, "screenshot {w}x{h}");
     let channels = rgb.len() / (w as usize * h as usize);
-    let mut colours: Vec<[u8; 3]> = rgb
-        .chunks(channels)
-        .map(|p| [p[0], p[1], p[2]])
-        .collect();
+    let mut colours: Vec<[u8; 3]> = rgb.chunks(channels).map(|p| [p[0], p[1], p[2]]).collect();
     colours.sort();
     colours.dedup();
-    assert!(colours.len() > 50, "the screenshot ({}) is blank: {} colours", out.display(), colours.len());
+    assert!(
+        colours.len() > 50,
+        "the screenshot ({}) is blank: {} colours",
+        out.display(),
+        colours.len()
+    );
     println!("screenshot: {}", out.display());
 }
 
@@ -172,14 +180,28 @@ async fn run_page(client: &Client, url: &str) -> Result<Vec<u8>, String> {
     if boxes.len() != 2 {
         return Err(format!("expected two drawn boxes, the page has {boxes:?}"));
     }
-    let prompt = client.find(Locator::Id("prompt")).await.map_err(|e| e.to_string())?;
+    let prompt = client
+        .find(Locator::Id("prompt"))
+        .await
+        .map_err(|e| e.to_string())?;
     prompt
         .send_keys("a circle and a square")
         .await
         .map_err(|e| e.to_string())?;
-    let steps = client.find(Locator::Id("steps")).await.map_err(|e| e.to_string())?;
+    let steps = client
+        .find(Locator::Id("steps"))
+        .await
+        .map_err(|e| e.to_string())?;
     steps.clear().await.map_err(|e| e.to_string())?;
     steps.send_keys("10").await.map_err(|e| e.to_string())?;
+    // SemI: the toy model's cache store is filled on the fly, then its tickets fill the boxes.
+    client
+        .find(Locator::Id("init"))
+        .await
+        .map_err(|e| e.to_string())?
+        .select_by_value("semi")
+        .await
+        .map_err(|e| e.to_string())?;
     client
         .find(Locator::Id("generate"))
         .await
@@ -201,10 +223,16 @@ async fn run_page(client: &Client, url: &str) -> Result<Vec<u8>, String> {
             break;
         }
         if status == "failed" || status == "cancelled" {
-            return Err(format!("the job {status}: {}", text_of(client, "error").await));
+            return Err(format!(
+                "the job {status}: {}",
+                text_of(client, "error").await
+            ));
         }
         if start.elapsed() > Duration::from_secs(120) {
-            return Err(format!("no image after 120 s; status: {}", text_of(client, "status").await));
+            return Err(format!(
+                "no image after 120 s; status: {}",
+                text_of(client, "status").await
+            ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -221,7 +249,19 @@ async fn run_page(client: &Client, url: &str) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| e.to_string())?;
     if spread.as_f64().unwrap_or(0.0) < 20.0 {
-        return Err(format!("the result canvas is nearly flat (green spread {spread})"));
+        return Err(format!(
+            "the result canvas is nearly flat (green spread {spread})"
+        ));
+    }
+    let cells = client
+        .execute(
+            "return state.attention && state.attention.cells !== null;",
+            vec![],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if cells != json!(true) {
+        return Err("a semi job shows no SemI cells".into());
     }
     client
         .find(Locator::Id("show-attention"))
@@ -231,5 +271,8 @@ async fn run_page(client: &Client, url: &str) -> Result<Vec<u8>, String> {
         .await
         .map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    client.screenshot().await.map_err(|e| format!("screenshot: {e}"))
+    client
+        .screenshot()
+        .await
+        .map_err(|e| format!("screenshot: {e}"))
 }

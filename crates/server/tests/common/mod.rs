@@ -28,7 +28,10 @@ pub async fn start_toy() -> SocketAddr {
         store: None,
     });
     options.port = 0;
-    semi_server::start(options).await.expect("server starts").addr
+    semi_server::start(options)
+        .await
+        .expect("server starts")
+        .addr
 }
 
 pub struct Http {
@@ -56,7 +59,9 @@ impl Reply {
     /// The `error` message of a JSON error reply (asserting the shape).
     pub fn error(&self) -> String {
         let v = self.json();
-        let msg = v["error"].as_str().unwrap_or_else(|| panic!("no error field in {v}"));
+        let msg = v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error field in {v}"));
         assert!(!msg.is_empty());
         msg.to_string()
     }
@@ -85,7 +90,13 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let body = res.into_body().collect().await.expect("body").to_bytes().to_vec();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
         Reply {
             status,
             content_type,
@@ -98,7 +109,8 @@ impl Http {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
-        self.request("POST", path, body.to_string().into_bytes()).await
+        self.request("POST", path, body.to_string().into_bytes())
+            .await
     }
 
     /// Poll a job until it is finished; its last view.
@@ -106,13 +118,21 @@ impl Http {
         let start = Instant::now();
         loop {
             let r = self.get(&format!("/api/jobs/{id}")).await;
-            assert_eq!(r.status, 200, "job {id}: {:?}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                r.status,
+                200,
+                "job {id}: {:?}",
+                String::from_utf8_lossy(&r.body)
+            );
             let v = r.json();
             let status = v["status"].as_str().unwrap().to_string();
             if ["done", "failed", "cancelled"].contains(&status.as_str()) {
                 return v;
             }
-            assert!(start.elapsed() < timeout, "job {id} not finished after {timeout:?}: {v}");
+            assert!(
+                start.elapsed() < timeout,
+                "job {id} not finished after {timeout:?}: {v}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
