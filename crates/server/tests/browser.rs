@@ -69,7 +69,7 @@ async fn connect(webdriver: &str, profile: &Path) -> Client {
         "--disable-background-networking".into(),
         "--disable-component-update".into(),
         "--disable-sync".into(),
-        "--window-size=1280,900".into(),
+        "--window-size=1280,1000".into(),
         format!("--user-data-dir={}", profile.display()),
     ];
     let mut caps = serde_json::Map::new();
