@@ -36,6 +36,8 @@ enum Command {
     Init(init::InitArgs),
     /// Evaluation (paper Table 1): samples, toy layouts, generate, merge, report, run.
     Eval(eval_cmd::EvalArgs),
+    /// A local web page (and JSON API) to draw a layout and watch it become an image.
+    Serve(semi_server::ServeArgs),
 }
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
@@ -90,6 +92,7 @@ fn main() {
         Command::Tickets(args) => tickets_cmd::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
+        Command::Serve(args) => semi_server::run_cli(&args, embedded::resolve_model_arg),
     };
     if let Err(e) = result {
         report(&e);

@@ -1,0 +1,178 @@
+//! The JSON API against a real server on a random local port with the toy model.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{decode_png, start_toy, toy_layout, Http};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_poll_and_fetch_the_image() {
+    let http = Http::new(start_toy().await);
+    let info = http.get("/api/info").await.json();
+    assert_eq!(info["model"]["width"], 32);
+    assert_eq!(info["model"]["categories"]["source"], "toy");
+
+    let r = http
+        .post_json("/api/jobs", &json!({"layout": toy_layout(), "steps": 4}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_u64().unwrap();
+    let job = http.wait_job(id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "done", "{job}");
+    assert_eq!(job["step"], 4);
+    assert_eq!(job["method"], "sd");
+
+    let img = http.get(job["image"].as_str().unwrap()).await;
+    assert_eq!(img.status, 200);
+    assert_eq!(img.content_type, "image/png");
+    let (w, h, rgb) = decode_png(&img.body);
+    assert_eq!((w, h), (32, 32));
+    assert!(
+        rgb.iter().any(|&v| v != rgb[0]),
+        "the image is one flat colour"
+    );
+
+    let preview = http.get(&format!("/api/jobs/{id}/preview.png")).await;
+    assert_eq!(decode_png(&preview.body).0, 32);
+
+    let npy = http.get(job["initial_latents"].as_str().unwrap()).await;
+    assert!(npy.body.starts_with(b"\x93NUMPY"));
+    assert!(npy.body.len() > 3 * 32 * 32 * 4);
+
+    let att = http.get(job["attention"].as_str().unwrap()).await.json();
+    let cells = att["grid"][0].as_u64().unwrap() * att["grid"][1].as_u64().unwrap();
+    let maps = att["maps"].as_array().unwrap();
+    assert_eq!(maps.len(), 2);
+    for m in maps {
+        let values = m["values"]
+            .as_array()
+            .expect("both categories are in the prompt");
+        assert_eq!(values.len() as u64, cells);
+    }
+    assert!(att["cells"].is_null(), "gaussian init fills no cells");
+
+    let list = http.get("/api/jobs").await.json();
+    assert_eq!(list["jobs"][0]["id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_4xx_with_a_message() {
+    let addr = start_toy().await;
+    let http = Http::new(addr);
+
+    let r = http
+        .request("POST", "/api/jobs", b"{\"layout\": ".to_vec())
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("malformed JSON"), "{}", r.error());
+
+    let big = vec![b' '; semi_server::DEFAULT_MAX_BODY + 10];
+    let r = http.request("POST", "/api/jobs", big).await;
+    assert_eq!(r.status, 413);
+    assert!(r.error().contains("too large"), "{}", r.error());
+
+    let mut layout = toy_layout();
+    layout["objects"][1]["category"] = json!("dog");
+    let r = http
+        .post_json("/api/jobs", &json!({ "layout": layout }))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.error().contains("unknown category \"dog\""),
+        "{}",
+        r.error()
+    );
+    assert!(
+        r.error().contains("circle"),
+        "lists the known ones: {}",
+        r.error()
+    );
+
+    let mut layout = toy_layout();
+    layout["objects"][0]["bbox"] = json!([0.5, 0.5, 1.2, 0.9]);
+    let r = http
+        .post_json("/api/jobs", &json!({ "layout": layout }))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.error().contains("objects[0].bbox"), "{}", r.error());
+
+    let r = http
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": toy_layout(), "path": "/etc/passwd"}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "unknown fields are refused");
+    assert!(r.error().contains("path"), "{}", r.error());
+
+    let r = http
+        .post_json("/api/jobs", &json!({"layout": toy_layout(), "steps": 0}))
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.error().contains("steps"), "{}", r.error());
+
+    let r = http
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": toy_layout(), "init": "magic"}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.error().contains("gaussian"), "{}", r.error());
+
+    let mut layout = toy_layout();
+    layout["width"] = json!(64);
+    let r = http
+        .post_json("/api/jobs", &json!({ "layout": layout }))
+        .await;
+    assert_eq!(r.status, 422);
+
+    for path in [
+        "/api/jobs/999",
+        "/api/jobs/abc",
+        "/api/nothing",
+        "/api/jobs/999/image.png",
+    ] {
+        let r = http.get(path).await;
+        assert_eq!(r.status, 404, "{path}");
+        r.error();
+    }
+    let r = http.request("DELETE", "/api/info", Vec::new()).await;
+    assert_eq!(r.status, 405);
+    r.error();
+
+    // Still serving after all that.
+    assert_eq!(http.get("/api/info").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_and_cancel() {
+    let http = Http::new(start_toy().await);
+    let body = json!({"layout": toy_layout(), "steps": 200});
+    let first = http.post_json("/api/jobs", &body).await.json();
+    let second = http.post_json("/api/jobs", &body).await.json();
+    let (a, b) = (
+        first["id"].as_u64().unwrap(),
+        second["id"].as_u64().unwrap(),
+    );
+    // The second waits behind the first (one job at a time per model).
+    let v = http.get(&format!("/api/jobs/{b}")).await.json();
+    assert_eq!(v["status"], "queued", "{v}");
+    let r = http
+        .post_json(&format!("/api/jobs/{b}/cancel"), &json!({}))
+        .await;
+    assert_eq!(r.json()["status"], "cancelled");
+    let r = http
+        .post_json(&format!("/api/jobs/{a}/cancel"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200);
+    let v = http.wait_job(a, Duration::from_secs(60)).await;
+    assert_eq!(v["status"], "cancelled", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("cancelled"));
+    assert!(v["step"].as_u64().unwrap() < 200);
+    let r = http.get(&format!("/api/jobs/{a}/image.png")).await;
+    assert_eq!(r.status, 409);
+    r.error();
+}
