@@ -281,8 +281,9 @@ fn paint_strength_follows_sigma_of_the_timestep() {
     )
     .unwrap();
     // sigma(1) = sqrt(0.5 / 0.5) = 1, sigma(2) = sqrt(0.8 / 0.2) = 2.
-    assert!((paint.strength(1.0) - 0.1 * 2f64.ln()).abs() < 1e-9);
-    assert!((paint.strength(2.0) - 0.1 * 3f64.ln()).abs() < 1e-7);
+    let w = semi_guidance::PAINT_DEFAULT_WEIGHT;
+    assert!((paint.strength(1.0) - w * 2f64.ln()).abs() < 1e-9);
+    assert!((paint.strength(2.0) - w * 3f64.ln()).abs() < 1e-6);
 }
 
 #[test]
