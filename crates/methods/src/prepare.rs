@@ -23,6 +23,10 @@ pub struct MethodOptions {
     pub rule: Rule,
     /// SemI: standardise each latent channel afterwards (default off, as the paper).
     pub recalibrate: bool,
+    /// SemI's control experiment: fill each cell with fresh Gaussian blocks matched to its
+    /// ticket set's per-channel mean and variance instead of the tickets themselves, so a gain
+    /// that survives is colour statistics, not tickets (`semi_tickets::InitMethod`; default off).
+    pub colour_control: bool,
     /// Paint's `w` (default [`semi_guidance::PAINT_DEFAULT_WEIGHT`]).
     pub paint_weight: f64,
     /// Soft's `w` (default [`semi_guidance::SOFT_DEFAULT_WEIGHT`]).
@@ -39,9 +43,27 @@ impl Default for MethodOptions {
                 t_bg: 0.1,
             },
             recalibrate: false,
+            colour_control: false,
             paint_weight: semi_guidance::PAINT_DEFAULT_WEIGHT,
             soft_weight: semi_guidance::SOFT_DEFAULT_WEIGHT,
             swap: SwapOptions::default(),
+        }
+    }
+}
+
+impl MethodOptions {
+    /// The settings measured best for the embedded toy model (docs/toyworld.md, section 3):
+    /// the paper rule at T_obj 0.7 and T_bg 0.3 (at the paper's T_bg 0.1 some category pairs of
+    /// the toy model have no background tickets at all) and recalibration (the pixel-space
+    /// background tickets are tinted). Strengths as [`MethodOptions::default`].
+    pub fn toy() -> Self {
+        MethodOptions {
+            rule: Rule::Paper {
+                t_obj: 0.7,
+                t_bg: 0.3,
+            },
+            recalibrate: true,
+            ..MethodOptions::default()
         }
     }
 }
@@ -128,7 +150,11 @@ fn prepare_from(
         })?;
         let init = InitOptions {
             seed,
-            method: InitMethod::SemI,
+            method: if options.colour_control {
+                InitMethod::ColourMatchedControl
+            } else {
+                InitMethod::SemI
+            },
             recalibrate: options.recalibrate,
         };
         let (_, c) = semi_init(store, layout, &options.rule, &init)?;
@@ -145,6 +171,9 @@ fn prepare_from(
         metadata.insert("store_model".into(), f.model.clone().into());
         metadata.insert("rule".into(), options.rule.to_string().into());
         metadata.insert("recalibrate".into(), options.recalibrate.into());
+        if options.colour_control {
+            metadata.insert("colour_control".into(), true.into());
+        }
         let uses: Vec<Value> = c
             .uses
             .iter()

@@ -86,6 +86,9 @@ pub struct Loaded {
     pub fingerprint: String,
     pub store: Option<Store>,
     pub info: ModelInfo,
+    /// Selection rule, recalibration and strengths for every job: the toy model's measured
+    /// settings ([`semi_methods::MethodOptions::toy`]) or the paper's defaults.
+    pub options: semi_methods::MethodOptions,
 }
 
 /// The toy world's category names.
@@ -159,10 +162,16 @@ pub fn load(source: &ModelSource) -> Result<Loaded> {
         cache_images,
         has_store: store.is_some(),
     };
+    let options = if source.toy {
+        semi_methods::MethodOptions::toy()
+    } else {
+        semi_methods::MethodOptions::default()
+    };
     Ok(Loaded {
         sd,
         fingerprint,
         store,
         info,
+        options,
     })
 }

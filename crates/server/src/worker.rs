@@ -136,7 +136,7 @@ fn run_job(
         bail!(CANCELLED);
     }
     shared.update(id, |j| j.phase = "denoising".into());
-    let options = MethodOptions::default();
+    let options: MethodOptions = m.options.clone();
     let pixel_space = m.info.pixel_space;
     let generation = semi_methods::generate(
         &m.sd,

@@ -61,6 +61,10 @@ pub struct GenOpts {
     /// SemI: standardise each latent channel afterwards.
     #[arg(long)]
     pub recalibrate: bool,
+    /// SemI control experiment: Gaussian blocks matched to each ticket set's per-channel mean
+    /// and variance instead of the tickets (is the gain more than colour statistics?).
+    #[arg(long)]
+    pub colour_control: bool,
     #[command(flatten)]
     pub probe: ProbeArgs,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
@@ -94,6 +98,7 @@ impl GenOpts {
         let mut o = MethodOptions {
             rule: self.rule.rule()?,
             recalibrate: self.recalibrate,
+            colour_control: self.colour_control,
             ..MethodOptions::default()
         };
         for (flag, value, slot) in [
@@ -177,6 +182,9 @@ impl Generator {
         if method.needs_store() {
             map.insert("rule".into(), format!("{:?}", self.options.rule).into());
             map.insert("recalibrate".into(), self.options.recalibrate.into());
+            if self.options.colour_control {
+                map.insert("colour_control".into(), true.into());
+            }
             if let Some(store) = &self.store {
                 map.insert(
                     "store".into(),

@@ -19,8 +19,17 @@ pub fn toy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/toy")
 }
 
+/// A cache folder of this test process (ticket stores filled on the fly), so tests never touch
+/// the user's ~/.cache/semi (a fresh folder in the system temp dir per test binary run).
+fn test_cache() {
+    static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = CACHE.get_or_init(|| tempfile::tempdir().expect("temp cache dir"));
+    std::env::set_var("SEMI_CACHE", dir.path());
+}
+
 /// Start a server for the toy model on 127.0.0.1, port 0 (a free one).
 pub async fn start_toy() -> SocketAddr {
+    test_cache();
     let mut options = ServeOptions::new(ModelSource {
         dir: toy_dir(),
         name: "toy".into(),
