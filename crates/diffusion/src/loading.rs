@@ -6,8 +6,8 @@
 //! broken download in one go instead of one file per run.
 
 use crate::config::{ModelIndex, SchedulerConfig, TextEncoderConfig, UNetConfig, VaeConfig};
-use anyhow::{bail, Context, Result};
 use crate::precision::Precision;
+use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;

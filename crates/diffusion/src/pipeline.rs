@@ -7,8 +7,8 @@
 use crate::config::{SchedulerConfig, UNetConfig};
 use crate::controller::AttentionController;
 use crate::loading::{var_builder_with, ModelFiles, Variant};
-use crate::precision::Precision;
 use crate::noise::TorchGenerator;
+use crate::precision::Precision;
 use crate::schedulers::SchedulerKind;
 use crate::text_encoder::ClipTextModel;
 use crate::tokenizer::ClipTokenizer;
@@ -163,11 +163,8 @@ impl StableDiffusion {
             &files.text_encoder.config,
         )
         .context("cannot build the text encoder")?;
-        let unet = UNet2DConditionModel::new(
-            var_builder(&files.unet.weights)?,
-            &files.unet.config,
-        )
-        .context("cannot build the UNet")?;
+        let unet = UNet2DConditionModel::new(var_builder(&files.unet.weights)?, &files.unet.config)
+            .context("cannot build the UNet")?;
         let vae = match &files.vae {
             Some(v) => Some(
                 AutoencoderKL::new(var_builder(&v.weights)?, &v.config)

@@ -121,3 +121,132 @@ pub fn widen(t: &Tensor, dtype: DType) -> Result<Tensor> {
         t.to_dtype(dtype)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::{conv2d, linear::linear, Conv2d};
+    use candle_core::Module;
+    use std::collections::HashMap;
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|i| (((i as u64 * 2654435761 + seed * 40503) % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn rounded(t: &Tensor) -> Tensor {
+        t.to_dtype(DType::F16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    }
+
+    fn builder(tensors: HashMap<String, Tensor>, p: Precision) -> VarBuilder<'static> {
+        p.var_builder(Box::new(tensors), &Device::Cpu)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    #[test]
+    fn linear_keeps_f16_and_equals_f32_on_rounded_weights() {
+        let (w, b) = (randn(&[24, 16], 1), randn(&[24], 2));
+        let t =
+            |w: &Tensor| HashMap::from([("weight".into(), w.clone()), ("bias".into(), b.clone())]);
+        let f16w = linear(16, 24, builder(t(&w), Precision::f16_weights())).unwrap();
+        assert_eq!(f16w.weight().dtype(), DType::F16);
+        let reference = linear(16, 24, builder(t(&rounded(&w)), Precision::default())).unwrap();
+        let x = randn(&[2, 5, 16], 3);
+        let (a, r) = (f16w.forward(&x).unwrap(), reference.forward(&x).unwrap());
+        assert_eq!(a.dtype(), DType::F32);
+        assert_eq!(max_diff(&a, &r), 0.0);
+    }
+
+    #[test]
+    fn convolutions_keep_f16_and_equal_f32_on_rounded_weights() {
+        // 3x3 (the CPU kernel, plain and with the fused upsampling), 1x1 and stride 2 (candle).
+        for (k, stride, pad) in [(3, 1, 1), (1, 1, 0), (3, 2, 1)] {
+            let (w, b) = (randn(&[6, 4, k, k], 4), randn(&[6], 5));
+            let t = |w: &Tensor| {
+                HashMap::from([("weight".into(), w.clone()), ("bias".into(), b.clone())])
+            };
+            let f16w = conv2d(
+                builder(t(&w), Precision::f16_weights()),
+                4,
+                6,
+                k,
+                stride,
+                pad,
+            )
+            .unwrap();
+            assert_eq!(f16w.weight().unwrap().dtype(), DType::F16);
+            assert_eq!(matches!(f16w, Conv2d::Cpu3x3 { .. }), k == 3 && stride == 1);
+            let reference = conv2d(
+                builder(t(&rounded(&w)), Precision::default()),
+                4,
+                6,
+                k,
+                stride,
+                pad,
+            )
+            .unwrap();
+            let x = randn(&[1, 4, 8, 8], 6);
+            let a = f16w.forward(&x).unwrap();
+            assert_eq!(a.dtype(), DType::F32);
+            assert_eq!(max_diff(&a, &reference.forward(&x).unwrap()), 0.0);
+            let a = f16w.forward_upsampled2x(&x).unwrap();
+            let r = reference.forward_upsampled2x(&x).unwrap();
+            assert_eq!(max_diff(&a, &r), 0.0);
+        }
+    }
+
+    #[test]
+    fn only_f32_compute_on_the_cpu_stores_weights_narrower() {
+        let p = Precision::f16_weights();
+        assert_eq!(p.for_device(&Device::Cpu), p);
+        assert_eq!(
+            Precision {
+                compute: DType::F16,
+                weights: DType::F16
+            }
+            .for_device(&Device::Cpu),
+            Precision::uniform(DType::F16)
+        );
+        let p = Precision {
+            compute: DType::BF16,
+            weights: DType::F16,
+        }
+        .for_device(&Device::Cpu);
+        assert_eq!(p, Precision::uniform(DType::BF16));
+    }
+
+    #[test]
+    fn widening_matches_candle() {
+        let t = randn(&[3, 70_001], 7).to_dtype(DType::F16).unwrap();
+        let ours = widen(&t, DType::F32).unwrap();
+        assert_eq!(ours.dtype(), DType::F32);
+        assert_eq!(max_diff(&ours, &t.to_dtype(DType::F32).unwrap()), 0.0);
+        // Strided input.
+        let tt = t.t().unwrap();
+        assert_eq!(
+            max_diff(
+                &widen(&tt, DType::F32).unwrap(),
+                &tt.to_dtype(DType::F32).unwrap()
+            ),
+            0.0
+        );
+    }
+}

@@ -4,9 +4,9 @@
 //! causal mask (no padding mask: diffusers calls the encoder without one), an MLP with
 //! quick_gelu or exact erf gelu, and the final layer norm.
 use crate::config::TextEncoderConfig;
-use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use crate::nn::linear::{linear, Linear};
 use crate::precision::widen;
+use candle_core::{bail, DType, Device, Module, Result, Tensor};
 use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 
 /// The key prefix of published SD repositories; transformers 5.x save_pretrained omits it.

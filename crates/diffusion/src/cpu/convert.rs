@@ -2,8 +2,8 @@
 
 use super::{from_vec, uninit_vec};
 use candle_core::{Result, Storage, Tensor};
-use half::slice::HalfFloatSliceExt;
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Elements per rayon task: large enough to amortise scheduling, small enough to split a layer.

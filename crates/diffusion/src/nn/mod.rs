@@ -99,7 +99,10 @@ pub fn conv2d(
     match bias {
         // The bias is in the compute dtype even when the weight is stored narrower.
         Some(bias)
-            if kernel == 3 && stride == 1 && padding == 1 && cpu::use_kernel("conv3x3", &[&bias]) =>
+            if kernel == 3
+                && stride == 1
+                && padding == 1
+                && cpu::use_kernel("conv3x3", &[&bias]) =>
         {
             Ok(Conv2d::Cpu3x3 {
                 taps: cpu::conv::taps_from_oihw(conv.weight())?,

@@ -1,7 +1,7 @@
 //! Timestep conditioning: the sinusoidal projection (`time_proj`) and its MLP (`time_embedding`).
 
-use candle_core::{DType, Device, Result, Tensor};
 use crate::nn::linear::{linear, Linear};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 /// diffusers' `get_timestep_embedding` for one timestep, `[dim]`, computed step by step in f32
