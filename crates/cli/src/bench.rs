@@ -22,6 +22,10 @@ pub struct BenchArgs {
     /// ours and add PyTorch's time, the ratio and its peak memory to the table.
     #[arg(long, value_name = "PYTHON")]
     pub torch: Option<String>,
+    /// Weight storage to measure, comma-separated: `f32`, `f16` (stored in f16, widened per layer,
+    /// f32 compute; rows suffixed `(f16 weights)`), or `f32,f16` for both in one run.
+    #[arg(long, default_value = "f32")]
+    pub weights: String,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -41,13 +45,14 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         width: args.width,
         only: args.only.clone(),
         torch: args.torch.clone(),
+        weights: semi_diffusion::bench::parse_weights(&args.weights)?,
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     eprintln!(
-        "semi bench: SD-1.5-size models, random weights, f32, CPU ({threads} threads), {}x{}",
-        args.height, args.width
+        "semi bench: SD-1.5-size models, random weights, f32 compute ({} weights), CPU ({threads} threads), {}x{}",
+        args.weights, args.height, args.width
     );
     let rows = run_bench(&opts, &mut |what| eprintln!("  {what} ..."))?;
     print!("{}", markdown(&rows));

@@ -120,6 +120,10 @@ pub struct GenerateArgs {
     /// Half precision: the fp16 weight variant when present, f16 compute.
     #[arg(long)]
     pub fp16: bool,
+    /// `f16`: weights stored in f16 (half the memory; the fp16 variant when present) and widened
+    /// per layer, compute stays f32 (CPU only; other devices store them in f32).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "fp16")]
+    pub weights: String,
 }
 
 impl GenerateArgs {
@@ -320,7 +324,8 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         None => None,
     };
     let dir = crate::embedded::resolve_model_arg(&args.model)?;
-    let variant = if args.fp16 {
+    let f16_weights = args.weights == "f16";
+    let variant = if args.fp16 || f16_weights {
         Variant::Fp16
     } else {
         Variant::Full
@@ -333,7 +338,11 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         None
     };
     let dtype = if args.fp16 { DType::F16 } else { DType::F32 };
-    let sd = StableDiffusion::from_files(files, &device, dtype)?;
+    let precision = match f16_weights {
+        true => semi_diffusion::precision::Precision::f16_weights(),
+        false => semi_diffusion::precision::Precision::uniform(dtype),
+    };
+    let sd = StableDiffusion::from_files_with(files, &device, precision)?;
 
     let store = match (&layout, &model_fingerprint) {
         (Some(layout), Some(fp)) => Some(crate::semi_store::store_for(args, &sd, fp, layout)?),

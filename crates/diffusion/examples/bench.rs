@@ -1,5 +1,6 @@
 //! Runs the `semi bench` table from the library: `cargo run --release -p semi-diffusion --example
-//! bench -- [--runs N] [--only SUBSTRING]... [--torch PYTHON] [--size PIXELS]`.
+//! bench -- [--runs N] [--only SUBSTRING]... [--torch PYTHON] [--size PIXELS]
+//! [--weights f32,f16]`.
 
 use anyhow::{bail, Context, Result};
 use semi_diffusion::bench::{self, BenchOptions};
@@ -17,6 +18,7 @@ fn main() -> Result<()> {
             }
             "--only" => opts.only.push(value()?),
             "--torch" => opts.torch = Some(value()?),
+            "--weights" => opts.weights = bench::parse_weights(&value()?)?,
             other => bail!("unknown argument `{other}`"),
         }
     }

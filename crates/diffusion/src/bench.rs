@@ -10,7 +10,8 @@
 
 use crate::config::{TextEncoderConfig, UNetConfig, VaeConfig};
 use crate::controller::AttentionRecorder;
-use crate::random_weights::{build_seeded, DEFAULT_BASE_SEED};
+use crate::precision::Precision;
+use crate::random_weights::{build_seeded_with, DEFAULT_BASE_SEED};
 use crate::text_encoder::ClipTextModel;
 use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
 use crate::vae::AutoencoderKL;
@@ -80,6 +81,9 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     /// A Python interpreter with torch and diffusers: also run `tools/bench_torch.py` with it.
     pub torch: Option<String>,
+    /// Weight storage dtypes to measure, each a full pass over the rows (f32 compute always):
+    /// `F16` rows are named with a ` (f16 weights)` suffix.
+    pub weights: Vec<DType>,
 }
 
 impl Default for BenchOptions {
@@ -90,6 +94,7 @@ impl Default for BenchOptions {
             width: 512,
             only: Vec::new(),
             torch: None,
+            weights: vec![DType::F32],
         }
     }
 }
@@ -125,45 +130,81 @@ fn time_row(work: &str, runs: usize, mut f: impl FnMut() -> Result<()>) -> Resul
     })
 }
 
+/// `--weights f32,f16`: the weight storage dtypes [`BenchOptions::weights`] accepts.
+pub fn parse_weights(list: &str) -> Result<Vec<DType>> {
+    list.split(',')
+        .map(|w| match w.trim() {
+            "f32" => Ok(DType::F32),
+            "f16" => Ok(DType::F16),
+            other => anyhow::bail!("--weights: `{other}` is not f32 or f16"),
+        })
+        .collect()
+}
+
 /// Runs the table. `progress` is told which row starts (building SD-size weights takes a while).
 pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<BenchRow>> {
+    let mut rows = Vec::new();
+    for &weights in &opts.weights {
+        let precision = Precision {
+            compute: DType::F32,
+            weights,
+        };
+        run_rows(opts, precision, &mut rows, progress)?;
+    }
+    if let Some(python) = &opts.torch {
+        progress("running tools/bench_torch.py (PyTorch, 2 threads)");
+        merge_torch(&mut rows, &run_torch(python, opts)?)?;
+    }
+    Ok(rows)
+}
+
+/// The rows for one weight storage dtype.
+fn run_rows(
+    opts: &BenchOptions,
+    precision: Precision,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
     let dev = Device::Cpu;
+    let suffix = if precision.is_mixed() {
+        format!(" ({:?} weights)", precision.weights).to_lowercase()
+    } else {
+        String::new()
+    };
     let wanted = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| w.contains(o.as_str()));
     let (h, w) = (opts.height / 8, opts.width / 8);
-    let mut rows = Vec::new();
-
     let unet_rows = [
-        "UNet forward, batch 1",
-        "UNet forward, batch 2",
-        "probe pass (to down_blocks.2.attentions.1), batch 1",
+        format!("UNet forward, batch 1{suffix}"),
+        format!("UNet forward, batch 2{suffix}"),
+        format!("probe pass (to down_blocks.2.attentions.1), batch 1{suffix}"),
     ];
     if unet_rows.iter().any(|r| wanted(r)) {
         progress("building the SD-1.5-size UNet with random weights");
         let cfg = UNetConfig::parse(SD15_UNET)?;
-        let unet = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+        let unet = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
             UNet2DConditionModel::new(vb, &cfg)
         })?;
         let sample1 = crate::noise::randn(7, &[1, 4, h, w], &dev)?;
         let text1 = crate::noise::randn(8, &[1, 77, 768], &dev)?;
         let sample2 = Tensor::cat(&[&sample1, &sample1], 0)?;
         let text2 = Tensor::cat(&[&text1, &text1], 0)?;
-        if wanted(unet_rows[0]) {
-            progress(unet_rows[0]);
-            rows.push(time_row(unet_rows[0], opts.runs, || {
+        if wanted(&unet_rows[0]) {
+            progress(&unet_rows[0]);
+            rows.push(time_row(&unet_rows[0], opts.runs, || {
                 unet.forward(&sample1, 981.0, &text1)?;
                 Ok(())
             })?);
         }
-        if wanted(unet_rows[1]) {
-            progress(unet_rows[1]);
-            rows.push(time_row(unet_rows[1], opts.runs, || {
+        if wanted(&unet_rows[1]) {
+            progress(&unet_rows[1]);
+            rows.push(time_row(&unet_rows[1], opts.runs, || {
                 unet.forward(&sample2, 981.0, &text2)?;
                 Ok(())
             })?);
         }
-        if wanted(unet_rows[2]) {
-            progress(unet_rows[2]);
-            rows.push(time_row(unet_rows[2], opts.runs, || {
+        if wanted(&unet_rows[2]) {
+            progress(&unet_rows[2]);
+            rows.push(time_row(&unet_rows[2], opts.runs, || {
                 let mut rec = AttentionRecorder::for_paths([PROBE_LAYER]);
                 let out = unet.forward_with(
                     &sample1,
@@ -189,11 +230,11 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
         }
     }
 
-    let text_row = "CLIP text encoder, batch 1";
+    let text_row = &format!("CLIP text encoder, batch 1{suffix}");
     if wanted(text_row) {
         progress("building the SD-1.5-size text encoder with random weights");
         let cfg = TextEncoderConfig::parse(SD15_TEXT)?;
-        let te = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+        let te = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
             ClipTextModel::new(vb, &cfg)
         })?;
         let ids: Vec<u32> = (0..77u32)
@@ -215,11 +256,11 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
         })?);
     }
 
-    let vae_row = "VAE decode, batch 1";
+    let vae_row = &format!("VAE decode, batch 1{suffix}");
     if wanted(vae_row) {
         progress("building the SD-size VAE with random weights");
         let cfg = VaeConfig::parse(SD15_VAE)?;
-        let vae = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+        let vae = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
             AutoencoderKL::new(vb, &cfg)
         })?;
         let latents = crate::noise::randn(9, &[1, 4, h, w], &dev)?;
@@ -229,7 +270,9 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
             Ok(())
         })?);
     }
-    let gen_row = "generation memory: text encoder x2, UNet batch 2, VAE decode, all loaded";
+    let gen_row = &format!(
+        "generation memory: text encoder x2, UNet batch 2, VAE decode, all loaded{suffix}"
+    );
     // Only on request (it builds all three models at once): `--only generation`.
     if opts.only.iter().any(|o| gen_row.contains(o.as_str())) {
         progress("building the SD-1.5-size text encoder, UNet and VAE together");
@@ -238,13 +281,13 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
             UNetConfig::parse(SD15_UNET)?,
         );
         let vae_cfg = VaeConfig::parse(SD15_VAE)?;
-        let te = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+        let te = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
             ClipTextModel::new(vb, &te_cfg)
         })?;
-        let unet = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+        let unet = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
             UNet2DConditionModel::new(vb, &unet_cfg)
         })?;
-        let vae = build_seeded(DEFAULT_BASE_SEED, DType::F32, &dev, |vb| {
+        let vae = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
             AutoencoderKL::new(vb, &vae_cfg)
         })?;
         let ids = Tensor::new(&[[49406u32; 1], [49407u32; 1]], &dev)?
@@ -262,11 +305,7 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
             Ok(())
         })?);
     }
-    if let Some(python) = &opts.torch {
-        progress("running tools/bench_torch.py (PyTorch, 2 threads)");
-        merge_torch(&mut rows, &run_torch(python, opts)?)?;
-    }
-    Ok(rows)
+    Ok(())
 }
 
 /// The script next to this crate in the repository (`tools/bench_torch.py`), or `SEMI_BENCH_TORCH`.

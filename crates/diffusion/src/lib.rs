@@ -11,6 +11,7 @@ pub mod loading;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;
+pub mod precision;
 pub mod random_weights;
 pub mod schedulers;
 pub mod text_encoder;

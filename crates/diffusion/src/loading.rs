@@ -6,7 +6,9 @@
 //! broken download in one go instead of one file per run.
 
 use crate::config::{ModelIndex, SchedulerConfig, TextEncoderConfig, UNetConfig, VaeConfig};
+use crate::precision::Precision;
 use anyhow::{bail, Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
@@ -475,15 +477,25 @@ pub fn var_builder(
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
+    var_builder_with(weights, Precision::uniform(dtype), device)
+}
+
+/// [`var_builder`] with weight matrices stored in `precision.weights` (see [`Precision`]).
+pub fn var_builder_with(
+    weights: &[PathBuf],
+    precision: Precision,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
     for w in weights {
         check_safetensors(w).with_context(|| format!("malformed weights {}", w.display()))?;
     }
     // SAFETY: the files are memory-mapped read-only; like every mmap user we rely on nobody
     // truncating them while the model is loaded.
-    unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }.with_context(|| {
+    let files = unsafe { MmapedSafetensors::multi(weights) }.with_context(|| {
         let names: Vec<String> = weights.iter().map(|w| w.display().to_string()).collect();
         format!("cannot load weights {}", names.join(", "))
-    })
+    })?;
+    Ok(precision.var_builder(Box::new(files), device))
 }
 
 // ---------------------------------------------------------------------------------------------

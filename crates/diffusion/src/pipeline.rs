@@ -6,8 +6,9 @@
 
 use crate::config::{SchedulerConfig, UNetConfig};
 use crate::controller::AttentionController;
-use crate::loading::{var_builder, ModelFiles, Variant};
+use crate::loading::{var_builder_with, ModelFiles, Variant};
 use crate::noise::TorchGenerator;
+use crate::precision::Precision;
 use crate::schedulers::SchedulerKind;
 use crate::text_encoder::ClipTextModel;
 use crate::tokenizer::ClipTokenizer;
@@ -116,32 +117,57 @@ pub struct StableDiffusion {
     pub scheduler_config: SchedulerConfig,
     pub scheduler_kind: SchedulerKind,
     pub device: Device,
+    /// The dtype the models compute in.
     pub dtype: DType,
+    /// The dtype the weight matrices are stored in (see [`Precision`]).
+    pub weights_dtype: DType,
 }
 
 impl StableDiffusion {
     /// Checks and loads a diffusers folder.
     pub fn load(dir: &Path, device: &Device, dtype: DType, variant: Variant) -> Result<Self> {
+        Self::load_with(dir, device, Precision::uniform(dtype), variant)
+    }
+
+    /// [`Self::load`] with weights possibly stored narrower than the compute dtype.
+    pub fn load_with(
+        dir: &Path,
+        device: &Device,
+        precision: Precision,
+        variant: Variant,
+    ) -> Result<Self> {
         let files = ModelFiles::check(dir, variant)?;
-        Self::from_files(files, device, dtype)
+        Self::from_files_with(files, device, precision)
     }
 
     pub fn from_files(files: ModelFiles, device: &Device, dtype: DType) -> Result<Self> {
+        Self::from_files_with(files, device, Precision::uniform(dtype))
+    }
+
+    /// [`Self::from_files`] with `precision` (f16 weights on the CPU: `Precision::f16_weights()`;
+    /// on other devices the weights are stored in the compute dtype, see
+    /// [`Precision::for_device`]).
+    pub fn from_files_with(
+        files: ModelFiles,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let precision = precision.for_device(device);
+        let dtype = precision.compute;
+        let var_builder =
+            |weights: &[std::path::PathBuf]| var_builder_with(weights, precision, device);
         let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)
             .with_context(|| format!("cannot load the tokenizer in {}", files.root.display()))?;
         let text_encoder = ClipTextModel::new(
-            var_builder(&files.text_encoder.weights, dtype, device)?,
+            var_builder(&files.text_encoder.weights)?,
             &files.text_encoder.config,
         )
         .context("cannot build the text encoder")?;
-        let unet = UNet2DConditionModel::new(
-            var_builder(&files.unet.weights, dtype, device)?,
-            &files.unet.config,
-        )
-        .context("cannot build the UNet")?;
+        let unet = UNet2DConditionModel::new(var_builder(&files.unet.weights)?, &files.unet.config)
+            .context("cannot build the UNet")?;
         let vae = match &files.vae {
             Some(v) => Some(
-                AutoencoderKL::new(var_builder(&v.weights, dtype, device)?, &v.config)
+                AutoencoderKL::new(var_builder(&v.weights)?, &v.config)
                     .context("cannot build the VAE")?,
             ),
             None => None,
@@ -156,6 +182,7 @@ impl StableDiffusion {
             files,
             device: device.clone(),
             dtype,
+            weights_dtype: precision.weights,
         })
     }
 

@@ -9,6 +9,7 @@
 //! `r / sqrt(fan_in)` otherwise (`fan_in = numel / shape[0]`).
 
 use crate::noise;
+use crate::precision::Precision;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
@@ -102,6 +103,17 @@ pub fn build_seeded<M>(
     device: &Device,
     make: impl Fn(VarBuilder<'static>) -> Result<M>,
 ) -> Result<M> {
+    build_seeded_with(base, Precision::uniform(dtype), device, make)
+}
+
+/// [`build_seeded`] with the weight matrices stored in `precision.weights` (generated in f32,
+/// then rounded, as when f32 files are loaded with f16 weights).
+pub fn build_seeded_with<M>(
+    base: u64,
+    precision: Precision,
+    device: &Device,
+    make: impl Fn(VarBuilder<'static>) -> Result<M>,
+) -> Result<M> {
     let recorder = Arc::new(Recorder::default());
     // Shapes only: the zeros live on the CPU in a half-size dtype and are dropped at once.
     drop(make(VarBuilder::from_backend(
@@ -117,11 +129,7 @@ pub fn build_seeded<M>(
         .cloned()
         .collect();
     let index = names.into_iter().enumerate().map(|(k, n)| (n, k)).collect();
-    make(VarBuilder::from_backend(
-        Box::new(Seeded { index, base }),
-        dtype,
-        device.clone(),
-    ))
+    make(precision.var_builder(Box::new(Seeded { index, base }), device))
 }
 
 /// Shares the recorder so its list can be read after the builder is gone.

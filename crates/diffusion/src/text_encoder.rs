@@ -4,8 +4,10 @@
 //! causal mask (no padding mask: diffusers calls the encoder without one), an MLP with
 //! quick_gelu or exact erf gelu, and the final layer norm.
 use crate::config::TextEncoderConfig;
+use crate::nn::linear::{linear, Linear};
+use crate::precision::widen;
 use candle_core::{bail, DType, Device, Module, Result, Tensor};
-use candle_nn::{embedding, layer_norm, linear, Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 
 /// The key prefix of published SD repositories; transformers 5.x save_pretrained omits it.
 const PREFIX: &str = "text_model";
@@ -179,11 +181,10 @@ impl ClipTextModel {
             );
         }
         let ids = ids.to_device(&self.device)?;
-        let positions = self.position_embedding.narrow(0, 0, seq)?;
-        let mut xs = self
-            .token_embedding
-            .forward(&ids)?
-            .broadcast_add(&positions)?;
+        // Embeddings may be stored narrower than the compute dtype (`crate::precision`).
+        let positions = widen(&self.position_embedding.narrow(0, 0, seq)?, self.dtype)?;
+        let tokens = self.token_embedding.forward(&ids)?;
+        let mut xs = widen(&tokens, self.dtype)?.broadcast_add(&positions)?;
         let mask = causal_mask(seq, &self.device)?.to_dtype(self.dtype)?;
         for layer in &self.layers {
             xs = layer.forward(&xs, &mask)?;

@@ -6,6 +6,7 @@
 
 pub mod attention;
 pub mod conv;
+pub mod convert;
 pub mod elementwise;
 pub mod group_norm;
 mod simd;

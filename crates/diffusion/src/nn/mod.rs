@@ -4,17 +4,21 @@
 //! CPU and candle's own ops everywhere else (CUDA, Metal, half precision).
 
 pub mod attention;
+pub mod linear;
 pub mod resnet;
 pub mod sampling;
 
 use crate::cpu;
+use crate::precision::widen;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2dConfig, VarBuilder};
 
 /// A square convolution with bias, as `torch.nn.Conv2d(in, out, kernel, stride, padding)`.
 ///
-/// 3x3 stride-1 padding-1 convolutions whose weights live on the CPU in f32 keep their weights in
-/// the tap-major layout of [`cpu::conv::conv3x3`] (converted once, at load) and run that kernel.
+/// 3x3 stride-1 padding-1 convolutions computing in f32 on the CPU keep their weights in the
+/// tap-major layout of [`cpu::conv::conv3x3`] (converted once, at load) and run that kernel.
+/// The weights may be stored narrower than the activations ([`crate::precision`]); they are
+/// widened per call.
 #[derive(Debug, Clone)]
 pub enum Conv2d {
     Candle(candle_nn::Conv2d),
@@ -22,25 +26,35 @@ pub enum Conv2d {
 }
 
 impl Conv2d {
-    /// The weight in torch's `[out, in, kh, kw]` layout.
+    /// The weight in torch's `[out, in, kh, kw]` layout, in its storage dtype.
     pub fn weight(&self) -> Result<Tensor> {
         match self {
             Conv2d::Candle(c) => Ok(c.weight().clone()),
             Conv2d::Cpu3x3 { taps, .. } => cpu::conv::oihw_from_taps(taps),
         }
     }
+
+    /// candle's convolution with the weights in `x`'s dtype.
+    fn candle_forward(c: &candle_nn::Conv2d, x: &Tensor) -> Result<Tensor> {
+        if c.weight().dtype() == x.dtype() {
+            return c.forward(x);
+        }
+        let bias = c.bias().map(|b| widen(b, x.dtype())).transpose()?;
+        candle_nn::Conv2d::new(widen(c.weight(), x.dtype())?, bias, *c.config()).forward(x)
+    }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Conv2d::Candle(c) => c.forward(x),
+            Conv2d::Candle(c) => Self::candle_forward(c, x),
             Conv2d::Cpu3x3 { taps, bias } => {
-                if cpu::use_kernel("conv3x3", &[x]) {
-                    cpu::conv::conv3x3(x, taps, Some(bias))
+                let taps = widen(taps, x.dtype())?;
+                if cpu::use_kernel("conv3x3", &[x, &taps, bias]) {
+                    cpu::conv::conv3x3(x, &taps, Some(bias))
                 } else {
                     // Input of another dtype than the weights: let candle report or handle it.
-                    let w = cpu::conv::oihw_from_taps(taps)?;
+                    let w = cpu::conv::oihw_from_taps(&taps)?;
                     let cfg = Conv2dConfig {
                         padding: 1,
                         ..Default::default()
@@ -56,8 +70,9 @@ impl Conv2d {
     /// `forward(upsample_nearest2d(x, 2h, 2w))`, fused into one kernel where the CPU one runs.
     pub fn forward_upsampled2x(&self, x: &Tensor) -> Result<Tensor> {
         if let Conv2d::Cpu3x3 { taps, bias } = self {
-            if cpu::use_kernel("conv3x3", &[x]) {
-                return cpu::conv::upsample2x_conv3x3(x, taps, Some(bias));
+            let taps = widen(taps, x.dtype())?;
+            if cpu::use_kernel("conv3x3", &[x, &taps, bias]) {
+                return cpu::conv::upsample2x_conv3x3(x, &taps, Some(bias));
             }
         }
         let (_, _, h, w) = x.dims4()?;
@@ -82,11 +97,12 @@ pub fn conv2d(
     let conv = candle_nn::conv2d(in_channels, out_channels, kernel, cfg, vb)?;
     let bias = conv.bias().cloned();
     match bias {
+        // The bias is in the compute dtype even when the weight is stored narrower.
         Some(bias)
             if kernel == 3
                 && stride == 1
                 && padding == 1
-                && cpu::use_kernel("conv3x3", &[conv.weight()]) =>
+                && cpu::use_kernel("conv3x3", &[&bias]) =>
         {
             Ok(Conv2d::Cpu3x3 {
                 taps: cpu::conv::taps_from_oihw(conv.weight())?,

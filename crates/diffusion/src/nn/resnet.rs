@@ -1,8 +1,9 @@
 //! `ResnetBlock2D` (diffusers `resnet.py`) with the default time-embedding handling.
 
+use super::linear::{linear, Linear};
 use super::{conv2d, group_norm, Conv2d, GroupNorm};
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// Shape parameters of one residual block.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +35,7 @@ impl ResnetBlock2D {
     pub fn new(vb: VarBuilder, spec: ResnetSpec) -> Result<Self> {
         let (cin, cout) = (spec.in_channels, spec.out_channels);
         let time_emb_proj = match spec.temb_channels {
-            Some(t) => Some(candle_nn::linear(t, cout, vb.pp("time_emb_proj"))?),
+            Some(t) => Some(linear(t, cout, vb.pp("time_emb_proj"))?),
             None => None,
         };
         let conv_shortcut = if cin != cout {

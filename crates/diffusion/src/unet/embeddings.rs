@@ -1,7 +1,8 @@
 //! Timestep conditioning: the sinusoidal projection (`time_proj`) and its MLP (`time_embedding`).
 
+use crate::nn::linear::{linear, Linear};
 use candle_core::{DType, Device, Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// diffusers' `get_timestep_embedding` for one timestep, `[dim]`, computed step by step in f32
 /// exactly as torch does (f32 exponents, f32 product with the timestep).
@@ -34,8 +35,8 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(in_dim, out_dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(out_dim, out_dim, vb.pp("linear_2"))?,
+            linear_1: linear(in_dim, out_dim, vb.pp("linear_1"))?,
+            linear_2: linear(out_dim, out_dim, vb.pp("linear_2"))?,
         })
     }
 

@@ -5,9 +5,10 @@
 
 use super::control::{CallState, LayerInfo, LayerRegistry};
 use crate::controller::AttentionKind;
+use crate::nn::linear::{linear, linear_no_bias, Linear};
 use crate::nn::{attention, conv2d, group_norm, Conv2d, GroupNorm};
 use candle_core::{Result, Tensor};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{LayerNorm, Module, VarBuilder};
 
 /// diffusers `Attention` as used in SD's transformer blocks: bias-free q/k/v projections, a
 /// biased output projection (`to_out.0`), and the controller hook.
@@ -38,10 +39,10 @@ impl Attention {
             None => AttentionKind::SelfAttention,
         };
         Ok(Self {
-            to_q: candle_nn::linear_no_bias(query_dim, query_dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear_no_bias(kv_dim, query_dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear_no_bias(kv_dim, query_dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(query_dim, query_dim, vb.pp("to_out").pp("0"))?,
+            to_q: linear_no_bias(query_dim, query_dim, vb.pp("to_q"))?,
+            to_k: linear_no_bias(kv_dim, query_dim, vb.pp("to_k"))?,
+            to_v: linear_no_bias(kv_dim, query_dim, vb.pp("to_v"))?,
+            to_out: linear(query_dim, query_dim, vb.pp("to_out").pp("0"))?,
             heads,
             upcast,
             info: registry.register(vb.prefix(), kind, heads),
@@ -112,8 +113,8 @@ impl FeedForward {
     fn new(vb: VarBuilder, dim: usize) -> Result<Self> {
         let inner = 4 * dim;
         Ok(Self {
-            proj: candle_nn::linear(dim, 2 * inner, vb.pp("net").pp("0").pp("proj"))?,
-            out: candle_nn::linear(inner, dim, vb.pp("net").pp("2"))?,
+            proj: linear(dim, 2 * inner, vb.pp("net").pp("0").pp("proj"))?,
+            out: linear(inner, dim, vb.pp("net").pp("2"))?,
         })
     }
 
@@ -192,7 +193,7 @@ enum Projection {
 impl Projection {
     fn new(vb: VarBuilder, cin: usize, cout: usize, linear: bool) -> Result<Self> {
         Ok(if linear {
-            Projection::Linear(candle_nn::linear(cin, cout, vb)?)
+            Projection::Linear(crate::nn::linear::linear(cin, cout, vb)?)
         } else {
             Projection::Conv(conv2d(vb, cin, cout, 1, 1, 0)?)
         })

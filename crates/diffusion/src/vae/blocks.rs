@@ -1,11 +1,12 @@
 //! The VAE's building blocks: the single-head spatial self-attention, the mid block, and the
 //! encoder/decoder resolution blocks (`DownEncoderBlock2D`, `UpDecoderBlock2D`).
 
+use crate::nn::linear::Linear;
 use crate::nn::resnet::{ResnetBlock2D, ResnetSpec};
 use crate::nn::sampling::{Downsample2D, Upsample2D};
 use crate::nn::{attention, group_norm, GroupNorm};
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 /// Group norm and epsilon of every VAE norm layer (diffusers builds the VAE with eps 1e-6).
 #[derive(Debug, Clone, Copy)]
