@@ -111,7 +111,7 @@ fn swap_and_soft_on_the_toy_model() {
     run(&png("sp.png"), &["--init", "swap", "--guidance", "paint"]);
     let s = sidecar(&png("sp.png"));
     assert_eq!(s["method"], "swap+paint");
-    assert_eq!(s["paint_weight"], 0.1);
+    assert_eq!(s["paint_weight"], semi_guidance::PAINT_DEFAULT_WEIGHT);
 }
 
 #[test]
