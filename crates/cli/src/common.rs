@@ -35,6 +35,29 @@ pub enum RulePreset {
     Authors,
 }
 
+/// Where SemI's tickets come from and how they are chosen: the flags `semi generate` and
+/// `semi eval generate|run` share.
+#[derive(Args, Debug, Clone)]
+pub struct TicketArgs {
+    /// The ticket store for the SemI methods [default: the on-the-fly cache store of this model
+    /// and probe settings under $SEMI_CACHE/stores (~/.cache/semi/stores), filled with the
+    /// layouts' missing category pairs first].
+    #[arg(long, alias = "tickets", value_name = "DIR")]
+    pub store: Option<std::path::PathBuf>,
+    /// Noise images N when filling the cache store.
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Extra categories to contrast the layouts' categories with in the cache store (needed
+    /// for layouts of a single category).
+    #[arg(long)]
+    pub partners: Option<String>,
+    #[command(flatten)]
+    pub rule: RuleArgs,
+    /// SemI: standardise each latent channel afterwards.
+    #[arg(long)]
+    pub recalibrate: bool,
+}
+
 /// Selection flags shared by `semi init`, `semi generate --init semi` and `semi tickets inspect`.
 #[derive(Args, Debug, Clone)]
 pub struct RuleArgs {

@@ -75,22 +75,8 @@ pub struct GenerateArgs {
     /// Soft's weight w (logit bonus w * s(t) * max logit in the grown box).
     #[arg(long, default_value_t = semi_guidance::SOFT_DEFAULT_WEIGHT, allow_negative_numbers = true)]
     pub soft_weight: f64,
-    /// The ticket store for --init semi|semi+swap [default: a cache store for this model and
-    /// probe settings under $SEMI_CACHE/stores (~/.cache/semi/stores), filled on the fly].
-    #[arg(long, value_name = "DIR")]
-    pub store: Option<PathBuf>,
-    /// Noise images N when filling the cache store on the fly.
-    #[arg(long, default_value_t = 100)]
-    pub n: usize,
-    /// Extra categories to contrast the layout's categories with on the fly (needed for a
-    /// one-category layout).
-    #[arg(long)]
-    pub partners: Option<String>,
     #[command(flatten)]
-    pub rule: crate::common::RuleArgs,
-    /// SemI: standardise each latent channel afterwards.
-    #[arg(long)]
-    pub recalibrate: bool,
+    pub tickets: crate::common::TicketArgs,
     #[command(flatten)]
     pub probe: crate::common::ProbeArgs,
     #[arg(long, default_value_t = 50)]
@@ -158,8 +144,8 @@ impl GenerateArgs {
             }
         }
         Ok(MethodOptions {
-            rule: self.rule.rule()?,
-            recalibrate: self.recalibrate,
+            rule: self.tickets.rule.rule()?,
+            recalibrate: self.tickets.recalibrate,
             paint_weight: self.paint_weight,
             soft_weight: self.soft_weight,
             ..MethodOptions::default()
@@ -306,10 +292,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if semi && args.latents.is_some() {
         bail!("--init {init} and --latents both give initial latents; choose one");
     }
-    if semi && args.fp16 && args.store.is_none() {
+    if semi && args.fp16 && args.tickets.store.is_none() {
         bail!("--init {init} probes in f32 to fill its cache store; drop --fp16 or pass --store");
     }
-    if args.n == 0 {
+    if args.tickets.n == 0 {
         bail!("--n must be at least 1 noise image");
     }
     args.cfg_scale()?;

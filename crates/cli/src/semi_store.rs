@@ -18,7 +18,7 @@ pub fn store_for(
     model_fingerprint: &str,
     layout: &Layout,
 ) -> Result<Store> {
-    if let Some(dir) = &args.store {
+    if let Some(dir) = &args.tickets.store {
         let store = Store::open(dir)?;
         semi_methods::check_store_model(&store, model_fingerprint, &args.model)?;
         return Ok(store);
@@ -26,7 +26,7 @@ pub fn store_for(
     let opts = args
         .probe
         .options(layout.height as usize, layout.width as usize)?;
-    let partners = match &args.partners {
+    let partners = match &args.tickets.partners {
         Some(list) => parse_category_list(list)?,
         None => Vec::new(),
     };
@@ -37,7 +37,7 @@ pub fn store_for(
         &opts,
         &layout.categories(),
         &partners,
-        args.n,
+        args.tickets.n,
         &mut |p| bar.update(p),
         &mut |line| println!("{line}"),
     );

@@ -21,7 +21,7 @@ use semi_tickets::Store;
 use semi_toyworld::RgbImage;
 use serde_json::{json, Value};
 
-use crate::common::{load_model, LoadedModel, ProbeArgs, RuleArgs};
+use crate::common::{load_model, LoadedModel, ProbeArgs, TicketArgs};
 use crate::generate::{select_device, DeviceArg};
 
 /// Generation flags shared by `eval generate` and `eval run`.
@@ -45,22 +45,8 @@ pub struct GenOpts {
     /// Soft guidance strength w [default: semi_guidance::SOFT_DEFAULT_WEIGHT].
     #[arg(long, allow_negative_numbers = true)]
     pub soft_weight: Option<f64>,
-    /// The ticket store for SemI methods [default: the on-the-fly cache store of this model,
-    /// filled with every category pair of the layouts file first].
-    #[arg(long, alias = "tickets", value_name = "DIR")]
-    pub store: Option<PathBuf>,
-    /// Noise images N when filling the cache store.
-    #[arg(long, default_value_t = 100)]
-    pub n: usize,
-    /// Extra categories to contrast the layouts' categories with in the cache store (needed
-    /// when the layouts hold a single category).
-    #[arg(long)]
-    pub partners: Option<String>,
     #[command(flatten)]
-    pub rule: RuleArgs,
-    /// SemI: standardise each latent channel afterwards.
-    #[arg(long)]
-    pub recalibrate: bool,
+    pub tickets: TicketArgs,
     /// SemI control experiment: Gaussian blocks matched to each ticket set's per-channel mean
     /// and variance instead of the tickets (is the gain more than colour statistics?).
     #[arg(long)]
@@ -96,8 +82,8 @@ impl GenOpts {
     /// The strengths and SemI settings of these flags.
     pub fn method_options(&self) -> Result<MethodOptions> {
         let mut o = MethodOptions {
-            rule: self.rule.rule()?,
-            recalibrate: self.recalibrate,
+            rule: self.tickets.rule.rule()?,
+            recalibrate: self.tickets.recalibrate,
             colour_control: self.colour_control,
             ..MethodOptions::default()
         };
@@ -123,7 +109,7 @@ impl GenOpts {
         if !self.guidance.is_finite() || !self.eta.is_finite() {
             bail!("--guidance and --eta must be finite numbers");
         }
-        if self.n == 0 {
+        if self.tickets.n == 0 {
             bail!("--n must be at least 1 noise image");
         }
         self.method_options().map(|_| ())
@@ -325,7 +311,7 @@ fn progress_bar(name: &str, len: usize) -> ProgressBar {
 /// `--store`, checked against the model, or the cache store filled with every category pair
 /// of the plan.
 fn open_store(opts: &GenOpts, model: &LoadedModel, plan: &Plan) -> Result<Store> {
-    if let Some(dir) = &opts.store {
+    if let Some(dir) = &opts.tickets.store {
         let store = Store::open(dir)?;
         semi_methods::check_store_model(&store, &model.fingerprint, &opts.model)?;
         return Ok(store);
@@ -357,7 +343,7 @@ fn open_store(opts: &GenOpts, model: &LoadedModel, plan: &Plan) -> Result<Store>
     names.sort();
     names.dedup();
     let categories = normalize_categories(&names)?;
-    let partners = match &opts.partners {
+    let partners = match &opts.tickets.partners {
         Some(list) => semi_tickets::names::parse_category_list(list)?,
         None => Vec::new(),
     };
@@ -368,7 +354,7 @@ fn open_store(opts: &GenOpts, model: &LoadedModel, plan: &Plan) -> Result<Store>
         &probe,
         &categories,
         &partners,
-        opts.n,
+        opts.tickets.n,
         &mut |p| bar.update(p),
     );
     bar.finish();
