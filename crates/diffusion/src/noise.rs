@@ -161,6 +161,25 @@ pub fn randn(seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
 
 /// ATen's `NormalFill16` (AVX2 specialisation): uniforms in place -> normals in place.
 fn box_muller_16(data: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has FMA.
+        return unsafe { box_muller_16_fma(data) };
+    }
+    box_muller_16_portable(data)
+}
+
+/// The same code compiled with hardware FMA: `mul_add` is exact either way, but without the
+/// target feature it is a call to a software `fmaf` that made seeded random weights (e.g.
+/// `semi bench`'s SD-size models) take a minute to build.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "fma")]
+unsafe fn box_muller_16_fma(data: &mut [f32]) {
+    box_muller_16_portable(data)
+}
+
+#[inline(always)]
+fn box_muller_16_portable(data: &mut [f32]) {
     let two_pi = (2.0f64 * std::f64::consts::PI) as f32;
     for j in 0..8 {
         let u1 = 1.0f32 - data[j];
@@ -204,6 +223,7 @@ mod cephes {
     const FOPI: f32 = 1.273_239_544_735_16_f64 as f32;
 
     /// Natural log for x in (0, 1] (the only inputs Box-Muller gives it).
+    #[inline(always)]
     pub fn log(x: f32) -> f32 {
         let x = x.max(f32::from_bits(0x0080_0000));
         let bits = x.to_bits();
@@ -231,6 +251,7 @@ mod cephes {
     }
 
     /// (sin, cos) for a non-negative argument below 8192.
+    #[inline(always)]
     pub fn sincos(x: f32) -> (f32, f32) {
         let sign_sin = x.to_bits() & 0x8000_0000;
         let x = x.abs();

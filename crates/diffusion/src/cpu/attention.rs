@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 
 /// Query rows per work item: 64 rows of 4096 scores is 1 MiB, which stays in L2.
-const BLOCK_Q: usize = 64;
+const BLOCK_Q: usize = 256;
 
 thread_local! {
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };

@@ -14,8 +14,13 @@ use rayon::prelude::*;
 use std::cell::RefCell;
 use std::sync::Mutex;
 
-/// Output pixels per tile (before rounding to an even split over the workers).
-const TILE: usize = 1024;
+/// Floats in one tile's `[co, pixels]` accumulator (output pixels per tile = this / `co`, before
+/// rounding to an even split over the workers): the nine taps accumulate into it, so it should
+/// stay in L2.
+const TILE_FLOATS: usize = 1 << 17;
+
+/// Below this many output pixels per worker, one tile with gemm's own threading is faster.
+const MIN_SPLIT: usize = 256;
 
 /// The zero-padded input, kept from one convolution to the next: a fresh buffer of this size
 /// (over 100 MiB in the VAE at 512x512) costs more in page faults than filling it.
@@ -52,16 +57,43 @@ pub fn oihw_from_taps(taps: &Tensor) -> Result<Tensor> {
 /// `x` `[b, ci, h, w]` convolved with `taps` `[9, co, ci]` (see [`taps_from_oihw`]) plus `bias`
 /// `[co]`; f32 on the CPU. Returns `[b, co, h, w]`.
 pub fn conv3x3(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    conv3x3_impl(x, taps, bias, false)
+    conv3x3_impl(x, taps, bias, Epilogue::default(), false)
+}
+
+/// What [`conv3x3_then`] adds to the convolution as it writes it out, saving the full passes
+/// (and fresh buffers) of separate additions.
+#[derive(Default, Clone, Copy)]
+pub struct Epilogue<'a> {
+    /// `[b, co]`, added per batch and channel after the bias (a ResNet block's time embedding).
+    pub channel_add: Option<&'a Tensor>,
+    /// `[b, co, h, w]`, added last (a residual connection).
+    pub residual: Option<&'a Tensor>,
+}
+
+/// `((conv3x3(x) + bias) + channel_add) + residual`, in that order of additions (so the result
+/// equals the unfused ops exactly).
+pub fn conv3x3_then(
+    x: &Tensor,
+    taps: &Tensor,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+) -> Result<Tensor> {
+    conv3x3_impl(x, taps, bias, epilogue, false)
 }
 
 /// [`conv3x3`] of the nearest-neighbour x2 upsampling of `x` (`Upsample2D`), without
 /// materialising the upsampled map: the padded input is filled from `x` directly.
 pub fn upsample2x_conv3x3(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    conv3x3_impl(x, taps, bias, true)
+    conv3x3_impl(x, taps, bias, Epilogue::default(), true)
 }
 
-fn conv3x3_impl(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>, up2: bool) -> Result<Tensor> {
+fn conv3x3_impl(
+    x: &Tensor,
+    taps: &Tensor,
+    bias: Option<&Tensor>,
+    epilogue: Epilogue,
+    up2: bool,
+) -> Result<Tensor> {
     let (b, ci, h_in, w_in) = x.dims4()?;
     let (h, w) = if up2 {
         (2 * h_in, 2 * w_in)
@@ -79,6 +111,25 @@ fn conv3x3_impl(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>, up2: bool) -> 
     if bias.len() != co {
         candle_core::bail!("3x3 conv: {co} output channels, bias of {}", bias.len());
     }
+    let channel_add = match epilogue.channel_add {
+        Some(t) => {
+            if t.dims() != [b, co] {
+                candle_core::bail!("3x3 conv: per-channel addend {:?} for {b}x{co}", t.dims());
+            }
+            t.flatten_all()?.to_vec1::<f32>()?
+        }
+        None => vec![0.0; b * co],
+    };
+    if let Some(r) = epilogue.residual {
+        if r.dims() != [b, co, h, w] {
+            candle_core::bail!(
+                "3x3 conv: residual {:?} for output {:?}",
+                r.dims(),
+                [b, co, h, w]
+            );
+        }
+    }
+    let residual = epilogue.residual.map(|r| r.contiguous()).transpose()?;
     let wp = w + 2;
     // One spare element at the end: the last pixel's padding columns read one past the frame.
     let plane_p = (h + 2) * wp + 2;
@@ -115,8 +166,9 @@ fn conv3x3_impl(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>, up2: bool) -> 
     })?;
     let pixels = h * wp;
     let threads = super::threads();
-    let tiles = if pixels >= 2 * TILE {
-        threads * pixels.div_ceil(threads * TILE)
+    let tiles = if b * pixels >= MIN_SPLIT * threads {
+        let tile = (TILE_FLOATS / co).max(64);
+        threads * pixels.div_ceil(threads * tile)
     } else {
         1
     };
@@ -131,46 +183,54 @@ fn conv3x3_impl(x: &Tensor, taps: &Tensor, bias: Option<&Tensor>, up2: bool) -> 
         w,
         plane_p,
     };
-    super::with_slice(taps, |taps| {
-        let run = |item: usize, par: Parallelism| {
-            let (bi, t) = (item / tiles, item % tiles);
-            let q0 = t * tile;
-            let n = tile.min(pixels - q0);
-            TILE_BUF.with_borrow_mut(|buf| {
-                if buf.len() < co * n {
-                    buf.resize(co * n, 0.0);
-                }
-                // SAFETY: reads stay inside batch bi's padded planes (see `plane_p`); writes go
-                // to output pixels of tile t of batch bi only.
-                unsafe {
-                    tile_product(
-                        &padded[bi * ci * plane_p..(bi + 1) * ci * plane_p],
-                        taps,
-                        &mut buf[..co * n],
-                        q0,
-                        n,
-                        &geometry,
-                        par,
-                    );
-                    copy_out(
-                        &buf[..co * n],
-                        dst.get().add(bi * co * h * w),
-                        &bias,
-                        q0,
-                        n,
-                        &geometry,
-                    );
-                }
-            });
-        };
-        if items >= threads {
-            (0..items)
-                .into_par_iter()
-                .for_each(|i| run(i, Parallelism::None));
-        } else {
-            (0..items).for_each(|i| run(i, Parallelism::Rayon(threads)));
-        }
-        Ok(())
+    let with_residual = |f: &dyn Fn(Option<&[f32]>) -> Result<()>| match &residual {
+        Some(r) => super::with_slice(r, |r| f(Some(r))),
+        None => f(None),
+    };
+    with_residual(&|residual| {
+        super::with_slice(taps, |taps| {
+            let run = |item: usize, par: Parallelism| {
+                let (bi, t) = (item / tiles, item % tiles);
+                let q0 = t * tile;
+                let n = tile.min(pixels - q0);
+                TILE_BUF.with_borrow_mut(|buf| {
+                    if buf.len() < co * n {
+                        buf.resize(co * n, 0.0);
+                    }
+                    // SAFETY: reads stay inside batch bi's padded planes (see `plane_p`); writes go
+                    // to output pixels of tile t of batch bi only.
+                    unsafe {
+                        tile_product(
+                            &padded[bi * ci * plane_p..(bi + 1) * ci * plane_p],
+                            taps,
+                            &mut buf[..co * n],
+                            q0,
+                            n,
+                            &geometry,
+                            par,
+                        );
+                        let plane = bi * co * h * w..(bi + 1) * co * h * w;
+                        copy_out(
+                            &buf[..co * n],
+                            dst.get().add(plane.start),
+                            (&bias, &channel_add[bi * co..(bi + 1) * co]),
+                            residual.map(|r| &r[plane]),
+                            q0,
+                            n,
+                            &geometry,
+                        );
+                    }
+                });
+            };
+            if items >= threads {
+                (0..items)
+                    .into_par_iter()
+                    .for_each(|i| run(i, Parallelism::None));
+            } else {
+                (0..items).for_each(|i| run(i, Parallelism::Rayon(threads)));
+            }
+            Ok(())
+        })
     })?;
     super::from_vec(out, (b, co, h, w))
 }
@@ -229,7 +289,15 @@ unsafe fn tile_product(
 ///
 /// # Safety
 /// `out` must point to one batch's `[co, h, w]` output.
-unsafe fn copy_out(buf: &[f32], out: *mut f32, bias: &[f32], q0: usize, n: usize, g: &Geometry) {
+unsafe fn copy_out(
+    buf: &[f32],
+    out: *mut f32,
+    (bias, channel_add): (&[f32], &[f32]),
+    residual: Option<&[f32]>,
+    q0: usize,
+    n: usize,
+    g: &Geometry,
+) {
     let wp = g.w + 2;
     let hw = g.h * g.w;
     for (c, src) in buf.chunks_exact(n).enumerate() {
@@ -239,8 +307,15 @@ unsafe fn copy_out(buf: &[f32], out: *mut f32, bias: &[f32], q0: usize, n: usize
             let end = (q0 + n).min(y * wp + wp);
             if x < g.w {
                 let len = (g.w - x).min(end - q);
-                let dst = std::slice::from_raw_parts_mut(out.add(c * hw + y * g.w + x), len);
-                simd::add_scalar(dst, &src[q - q0..q - q0 + len], bias[c]);
+                let at = c * hw + y * g.w + x;
+                let dst = std::slice::from_raw_parts_mut(out.add(at), len);
+                let src = &src[q - q0..q - q0 + len];
+                match residual {
+                    Some(r) => {
+                        simd::add_two_then(dst, src, bias[c], channel_add[c], &r[at..at + len])
+                    }
+                    None => simd::add_two(dst, src, bias[c], channel_add[c]),
+                }
             }
             q = end;
         }

@@ -9,6 +9,7 @@ pub mod conv;
 pub mod convert;
 pub mod elementwise;
 pub mod group_norm;
+pub mod linear;
 mod simd;
 
 use candle_core::{DType, Device, Result, Shape, Storage, Tensor};
@@ -21,7 +22,14 @@ pub fn eligible(tensors: &[&Tensor]) -> bool {
 }
 
 /// The kernels, by the names `SEMI_CPU_KERNELS_OFF` accepts.
-pub const KERNELS: [&str; 4] = ["attention", "group_norm", "conv3x3", "geglu"];
+pub const KERNELS: [&str; 6] = [
+    "attention",
+    "group_norm",
+    "conv3x3",
+    "conv1x1",
+    "geglu",
+    "linear",
+];
 
 /// [`eligible`], unless the kernel is switched off in `SEMI_CPU_KERNELS_OFF` (a comma-separated
 /// subset of [`KERNELS`], or `all`): lets `semi bench` measure what each kernel buys.

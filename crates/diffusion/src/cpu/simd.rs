@@ -130,9 +130,16 @@ fn scale_impl(x: &mut [f32], s: f32) {
 }
 
 #[inline(always)]
-fn add_impl(dst: &mut [f32], src: &[f32], bias: f32) {
+fn add_two_impl(dst: &mut [f32], src: &[f32], a: f32, b: f32) {
     for (d, &s) in dst.iter_mut().zip(src) {
-        *d = s + bias;
+        *d = (s + a) + b;
+    }
+}
+
+#[inline(always)]
+fn add_two_then_impl(dst: &mut [f32], src: &[f32], a: f32, b: f32, r: &[f32]) {
+    for ((d, &s), &r) in dst.iter_mut().zip(src).zip(r) {
+        *d = ((s + a) + b) + r;
     }
 }
 
@@ -143,22 +150,29 @@ fn geglu_impl(value: &[f32], gate: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// Defines `pub fn $name` that runs `$imp` compiled for AVX2+FMA when the CPU has them.
+/// Defines `pub fn $name` that runs `$imp` compiled for AVX-512 or AVX2+FMA when the CPU has
+/// them (the same code and the same lane-by-lane order, so the results do not depend on the tier).
 macro_rules! dispatch {
-    ($(#[$m:meta])* $name:ident, $avx:ident, $imp:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $avx($($arg: $ty),*) -> $ret {
-            $imp($($arg),*)
-        }
-
+    ($(#[$m:meta])* $name:ident, $imp:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$m])*
         #[inline]
         pub fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
-            if *HAS_AVX2 {
-                // SAFETY: the CPU supports the features the function was compiled for.
-                return unsafe { $avx($($arg),*) };
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) -> $ret {
+                    $imp($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) -> $ret {
+                    $imp($($arg),*)
+                }
+                match *TIER {
+                    // SAFETY: the CPU supports the features each function was compiled for.
+                    Tier::Avx512 => return unsafe { avx512($($arg),*) },
+                    Tier::Avx2 => return unsafe { avx2($($arg),*) },
+                    Tier::Baseline => {}
+                }
             }
             $imp($($arg),*)
         }
@@ -166,38 +180,57 @@ macro_rules! dispatch {
 }
 
 #[cfg(target_arch = "x86_64")]
-static HAS_AVX2: std::sync::LazyLock<bool> = std::sync::LazyLock::new(|| {
-    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+enum Tier {
+    Avx512,
+    Avx2,
+    Baseline,
+}
+
+#[cfg(target_arch = "x86_64")]
+static TIER: std::sync::LazyLock<Tier> = std::sync::LazyLock::new(|| {
+    use std::is_x86_feature_detected as has;
+    let avx2 = has!("avx2") && has!("fma");
+    if avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vl") {
+        Tier::Avx512
+    } else if avx2 {
+        Tier::Avx2
+    } else {
+        Tier::Baseline
+    }
 });
 
 dispatch!(
     /// Largest element (-inf for an empty slice).
-    max, max_avx2, max_impl, (x: &[f32]) -> f32
+    max, max_impl, (x: &[f32]) -> f32
 );
 dispatch!(
     /// `x = exp(x - shift)` in place; returns the sum of the new values.
-    exp_shift_sum, exp_shift_sum_avx2, exp_shift_sum_impl, (x: &mut [f32], shift: f32) -> f32
+    exp_shift_sum, exp_shift_sum_impl, (x: &mut [f32], shift: f32) -> f32
 );
 dispatch!(
     /// Sums of `x - center` and `(x - center)^2`, accumulated in f64 across lanes.
-    centered_sums, centered_sums_avx2, sum_impl, (x: &[f32], center: f32) -> (f64, f64)
+    centered_sums, sum_impl, (x: &[f32], center: f32) -> (f64, f64)
 );
 dispatch!(
     /// `dst = src * scale + shift`, then SiLU when `silu`.
-    affine, affine_avx2, affine_impl, (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ()
+    affine, affine_impl, (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ()
 );
 dispatch!(
     /// `x *= s`.
-    scale, scale_avx2, scale_impl, (x: &mut [f32], s: f32) -> ()
+    scale, scale_impl, (x: &mut [f32], s: f32) -> ()
 );
 dispatch!(
-    /// `dst = src + bias`.
-    add_scalar, add_scalar_avx2, add_impl, (dst: &mut [f32], src: &[f32], bias: f32) -> ()
+    /// `dst = (src + a) + b`.
+    add_two, add_two_impl, (dst: &mut [f32], src: &[f32], a: f32, b: f32) -> ()
+);
+dispatch!(
+    /// `dst = ((src + a) + b) + r`.
+    add_two_then, add_two_then_impl, (dst: &mut [f32], src: &[f32], a: f32, b: f32, r: &[f32]) -> ()
 );
 
 dispatch!(
     /// `dst = value * gelu(gate)` with the exact (erf) GELU.
-    geglu, geglu_avx2, geglu_impl, (value: &[f32], gate: &[f32], dst: &mut [f32]) -> ()
+    geglu, geglu_impl, (value: &[f32], gate: &[f32], dst: &mut [f32]) -> ()
 );
 
 #[cfg(test)]

@@ -115,3 +115,64 @@ fn fused_upsample_conv_matches_upsample_then_conv() {
     let got = conv::upsample2x_conv3x3(&x, &taps, Some(&bias)).unwrap();
     assert!(max_rel(&got, &want) < 1e-5);
 }
+
+#[test]
+fn linear_matches_candle_with_and_without_bias() {
+    // One row (single-threaded product) and many rows of a 3-D input (threaded).
+    for (dims, out, seed) in [(vec![1, 1, 33], 7, 30), (vec![2, 300, 64], 130, 31)] {
+        let x = rand(seed, &dims);
+        let w = rand(seed + 1, &[out, dims[2]]);
+        let b = rand(seed + 2, &[out]);
+        let want = candle_nn::Linear::new(w.clone(), Some(b.clone()))
+            .forward(&x)
+            .unwrap();
+        assert!(max_rel(&linear::linear(&x, &w, Some(&b)).unwrap(), &want) < 1e-5);
+        let want = candle_nn::Linear::new(w.clone(), None).forward(&x).unwrap();
+        assert!(max_rel(&linear::linear(&x, &w, None).unwrap(), &want) < 1e-5);
+    }
+    let x = rand(1, &[2, 5]);
+    assert!(linear::linear(&x, &rand(2, &[3, 4]), None).is_err());
+}
+
+#[test]
+fn conv1x1_matches_candle() {
+    for (b, ci, co, h, w, seed) in [(1, 3, 5, 4, 7, 40), (2, 96, 130, 33, 35, 41)] {
+        let x = rand(seed, &[b, ci, h, w]);
+        let weight = rand(seed + 1, &[co, ci, 1, 1]);
+        let bias = rand(seed + 2, &[co]);
+        let want = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), Default::default())
+            .forward(&x)
+            .unwrap();
+        let flat = weight.squeeze(3).unwrap().squeeze(2).unwrap();
+        let got = linear::conv1x1(&x, &flat, &bias).unwrap();
+        assert!(max_rel(&got, &want) < 1e-5, "b{b} {ci}->{co} {h}x{w}");
+    }
+}
+
+#[test]
+fn conv3x3_epilogue_equals_the_separate_additions_exactly() {
+    let (b, ci, co, h, w) = (2, 6, 10, 9, 13);
+    let x = rand(50, &[b, ci, h, w]);
+    let taps = conv::taps_from_oihw(&rand(51, &[co, ci, 3, 3])).unwrap();
+    let bias = rand(52, &[co]);
+    let temb = rand(53, &[b, co]);
+    let residual = rand(54, &[b, co, h, w]);
+    let plain = conv::conv3x3(&x, &taps, Some(&bias)).unwrap();
+    let want = plain
+        .broadcast_add(&temb.unsqueeze(2).unwrap().unsqueeze(3).unwrap())
+        .unwrap()
+        .add(&residual)
+        .unwrap();
+    let epilogue = conv::Epilogue {
+        channel_add: Some(&temb),
+        residual: Some(&residual),
+    };
+    let got = conv::conv3x3_then(&x, &taps, Some(&bias), epilogue).unwrap();
+    let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    let bad = conv::Epilogue {
+        channel_add: Some(&bias),
+        residual: None,
+    };
+    assert!(conv::conv3x3_then(&x, &taps, Some(&bias), bad).is_err());
+}

@@ -22,7 +22,15 @@ use candle_nn::{Conv2dConfig, VarBuilder};
 #[derive(Debug, Clone)]
 pub enum Conv2d {
     Candle(candle_nn::Conv2d),
-    Cpu3x3 { taps: Tensor, bias: Tensor },
+    Cpu3x3 {
+        taps: Tensor,
+        bias: Tensor,
+    },
+    /// A 1x1 stride-1 convolution with its kernel as a `[out, in]` matrix.
+    Cpu1x1 {
+        weight: Tensor,
+        bias: Tensor,
+    },
 }
 
 impl Conv2d {
@@ -31,6 +39,7 @@ impl Conv2d {
         match self {
             Conv2d::Candle(c) => Ok(c.weight().clone()),
             Conv2d::Cpu3x3 { taps, .. } => cpu::conv::oihw_from_taps(taps),
+            Conv2d::Cpu1x1 { weight, .. } => weight.unsqueeze(2)?.unsqueeze(3),
         }
     }
 
@@ -62,6 +71,15 @@ impl Module for Conv2d {
                     candle_nn::Conv2d::new(w, Some(bias.clone()), cfg).forward(x)
                 }
             }
+            Conv2d::Cpu1x1 { weight, bias } => {
+                let weight = widen(weight, x.dtype())?;
+                if cpu::use_kernel("conv1x1", &[x, &weight, bias]) {
+                    cpu::linear::conv1x1(x, &weight, bias)
+                } else {
+                    let w = weight.unsqueeze(2)?.unsqueeze(3)?;
+                    candle_nn::Conv2d::new(w, Some(bias.clone()), Default::default()).forward(x)
+                }
+            }
         }
     }
 }
@@ -77,6 +95,39 @@ impl Conv2d {
         }
         let (_, _, h, w) = x.dims4()?;
         self.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+    }
+
+    /// `(forward(x) + channel_add[:, :, None, None]) + residual`, the additions fused into the
+    /// convolution's output pass where the CPU kernel runs (`channel_add` `[b, out]`, `residual`
+    /// shaped like the output).
+    pub fn forward_then(
+        &self,
+        x: &Tensor,
+        channel_add: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if let Conv2d::Cpu3x3 { taps, bias } = self {
+            let taps = widen(taps, x.dtype())?;
+            let (b, co) = (x.dim(0)?, bias.dim(0)?);
+            let mut inputs = vec![x, &taps, bias];
+            inputs.extend(channel_add.iter().chain(residual.iter()).copied());
+            let per_batch = channel_add.is_none_or(|t| t.dims() == [b, co]);
+            if per_batch && cpu::use_kernel("conv3x3", &inputs) {
+                let epilogue = cpu::conv::Epilogue {
+                    channel_add,
+                    residual,
+                };
+                return cpu::conv::conv3x3_then(x, &taps, Some(bias), epilogue);
+            }
+        }
+        let mut h = self.forward(x)?;
+        if let Some(t) = channel_add {
+            h = h.broadcast_add(&t.unsqueeze(2)?.unsqueeze(3)?)?;
+        }
+        match residual {
+            Some(r) => h + r,
+            None => Ok(h),
+        }
     }
 }
 
@@ -106,6 +157,17 @@ pub fn conv2d(
         {
             Ok(Conv2d::Cpu3x3 {
                 taps: cpu::conv::taps_from_oihw(conv.weight())?,
+                bias,
+            })
+        }
+        Some(bias)
+            if kernel == 1
+                && stride == 1
+                && padding == 0
+                && cpu::use_kernel("conv1x1", &[&bias]) =>
+        {
+            Ok(Conv2d::Cpu1x1 {
+                weight: conv.weight().squeeze(3)?.squeeze(2)?,
                 bias,
             })
         }

@@ -56,25 +56,24 @@ impl ResnetBlock2D {
 
     /// `x` is `[b, c, h, w]`; `temb` is `[b, temb_channels]` (ignored by blocks without one).
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
-        let h = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(t)) => {
-                let t = proj.forward(&t.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
-                h.broadcast_add(&t)?
-            }
+        let temb = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(t)) => Some(proj.forward(&t.silu()?)?),
             (Some(_), None) => candle_core::bail!("ResnetBlock2D: missing time embedding"),
-            (None, _) => h,
+            (None, _) => None,
         };
-        let h = self.conv2.forward(&self.norm2.forward_silu(&h)?)?;
+        let h = self
+            .conv1
+            .forward_then(&self.norm1.forward_silu(x)?, temb.as_ref(), None)?;
+        let h = self.norm2.forward_silu(&h)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(x)?,
             None => x.clone(),
         };
-        let out = (shortcut + h)?;
         if self.output_scale_factor == 1.0 {
-            Ok(out)
+            // (h + shortcut), fused into conv2's output pass on the CPU.
+            self.conv2.forward_then(&h, None, Some(&shortcut))
         } else {
-            out / self.output_scale_factor
+            (shortcut + self.conv2.forward(&h)?)? / self.output_scale_factor
         }
     }
 }
