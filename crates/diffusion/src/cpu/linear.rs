@@ -25,7 +25,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         if b.len() != out_dim {
             candle_core::bail!("linear: {out_dim} outputs, bias of {}", b.len());
         }
-        out.par_chunks_mut(out_dim * 64).for_each(|c| {
+        out.par_chunks_mut(out_dim.max(1) * 64).for_each(|c| {
             c.chunks_exact_mut(out_dim)
                 .for_each(|r| r.copy_from_slice(&b))
         });
@@ -89,7 +89,7 @@ pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     }
     let hw = h * w;
     let mut out = super::uninit_vec(b * co * hw);
-    out.par_chunks_mut(hw)
+    out.par_chunks_mut(hw.max(1))
         .enumerate()
         .for_each(|(i, row)| row.fill(bias[i % co]));
     let threads = super::threads();
