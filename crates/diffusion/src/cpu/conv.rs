@@ -260,25 +260,12 @@ unsafe fn tile_product(
     for tap in 0..9 {
         let shift = (tap / 3) * wp + tap % 3;
         debug_assert!((g.ci - 1) * g.plane_p + q0 + shift + n <= padded.len());
-        gemm::gemm(
-            g.co,
-            n,
-            g.ci,
-            buf.as_mut_ptr(),
-            1,
-            n as isize,
+        super::product(
+            (g.co, n, g.ci),
+            (buf.as_mut_ptr(), n),
             tap > 0,
-            taps.as_ptr().add(tap * g.co * g.ci),
-            1,
-            g.ci as isize,
-            padded.as_ptr().add(q0 + shift),
-            1,
-            g.plane_p as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
+            (taps.as_ptr().add(tap * g.co * g.ci), g.ci),
+            (padded.as_ptr().add(q0 + shift), g.plane_p, 1),
             par,
         );
     }

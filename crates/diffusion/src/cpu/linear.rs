@@ -42,25 +42,12 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
             // SAFETY: dst holds rows x out_dim floats, x rows x in_dim, w out_dim x in_dim; the
             // strides below address exactly those.
             unsafe {
-                gemm::gemm(
-                    rows,
-                    out_dim,
-                    in_dim,
-                    dst.get(),
-                    1,
-                    out_dim as isize,
+                super::product(
+                    (rows, out_dim, in_dim),
+                    (dst.get(), out_dim),
                     bias.is_some(),
-                    x.as_ptr(),
-                    1,
-                    in_dim as isize,
-                    w.as_ptr(),
-                    in_dim as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
+                    (x.as_ptr(), in_dim),
+                    (w.as_ptr(), 1, in_dim),
                     par,
                 )
             };
@@ -104,25 +91,12 @@ pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             for bi in 0..b {
                 // SAFETY: batch bi's [co, hw] output and [ci, hw] input; weight is [co, ci].
                 unsafe {
-                    gemm::gemm(
-                        co,
-                        hw,
-                        ci,
-                        dst.get().add(bi * co * hw),
-                        1,
-                        hw as isize,
+                    super::product(
+                        (co, hw, ci),
+                        (dst.get().add(bi * co * hw), hw),
                         true,
-                        wt.as_ptr(),
-                        1,
-                        ci as isize,
-                        x.as_ptr().add(bi * ci * hw),
-                        1,
-                        hw as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        (wt.as_ptr(), ci),
+                        (x.as_ptr().add(bi * ci * hw), hw, 1),
                         par,
                     )
                 };

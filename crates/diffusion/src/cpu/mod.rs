@@ -90,6 +90,43 @@ pub(crate) fn uninit_vec(n: usize) -> Vec<f32> {
     v
 }
 
+/// `dst[m, n] = lhs[m, k] @ rhs[k, n]`, or `+=` when `accumulate`: `dst` and `lhs` row-major with
+/// the given row strides, `rhs` with strides `(row, column)`. The one shape of `gemm` call the
+/// convolution and linear kernels make.
+///
+/// # Safety
+/// The pointers must address every element those dimensions and strides reach.
+pub(crate) unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    (dst, dst_rs): (*mut f32, usize),
+    accumulate: bool,
+    (lhs, lhs_rs): (*const f32, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
+    par: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs,
+        1,
+        lhs_rs as isize,
+        rhs,
+        rhs_cs as isize,
+        rhs_rs as isize,
+        1.0,
+        1.0,
+        false,
+        false,
+        false,
+        par,
+    )
+}
+
 /// Number of rayon workers (candle's CPU ops use the same global pool).
 pub(crate) fn threads() -> usize {
     rayon::current_num_threads().max(1)
