@@ -11,6 +11,9 @@ Choices (see models/toy/README.md for the measured consequences):
   16x16 down-path cross-attention, the analogue of SD's probe layer
   `down_blocks.2.attentions.1...`, is `down_blocks.1.attentions.0.transformer_blocks.0.attn2`
   (with `--layers 2` it would be `down_blocks.1.attentions.1...`, as in SD).
+- `transformer_layers` (diffusers' transformer_layers_per_block): 1 in the shipped model; the
+  grown stage-4 model (not shipped, models/toy/README.md) has 1,1,3, three transformer layers at
+  8x8 (last down block, mid block, first up block); the 16x16 probe layer is the same in both.
 - Text encoder: a 4-layer, 96-wide CLIPTextModel (quick_gelu, 77 positions) over a 589-token
   pruned CLIP vocabulary (tools/toy_tokenizer.py).
 - Scheduler: cosine (`squaredcos_cap_v2`) betas, 1000 training steps, v-prediction (stable at the
@@ -28,9 +31,15 @@ from transformers import CLIPTextConfig, CLIPTextModel
 TEXT_HIDDEN = 96
 
 
-def unet_config(width: str = "32,64,96", layers: int = 1) -> dict:
+def unet_config(width: str = "32,64,96", layers: int = 1, transformer_layers: str = "1") -> dict:
     chans = [int(c) for c in width.split(",")]
+    extra = {}
+    if transformer_layers != "1":
+        # Per down block (the mid block takes the last value, the up path the reversed list).
+        tl = [int(t) for t in transformer_layers.split(",")]
+        extra["transformer_layers_per_block"] = tl if len(tl) > 1 else tl[0]
     return dict(
+        **extra,
         sample_size=32,
         in_channels=3,
         out_channels=3,
@@ -78,8 +87,8 @@ SCHEDULER = dict(
 )
 
 
-def build_models(width: str, layers: int, vocab_size: int, bos: int, eos: int):
-    unet = UNet2DConditionModel(**unet_config(width, layers))
+def build_models(width: str, layers: int, vocab_size: int, bos: int, eos: int, transformer_layers: str = "1"):
+    unet = UNet2DConditionModel(**unet_config(width, layers, transformer_layers))
     text = CLIPTextModel(text_config(vocab_size, bos, eos))
     return unet, text
 
@@ -97,5 +106,5 @@ def describe(unet, text) -> str:
     nu = sum(p.numel() for p in unet.parameters())
     nt = sum(p.numel() for p in text.parameters())
     return f"unet {nu / 1e6:.2f}M params, text encoder {nt / 1e6:.2f}M params; " + json.dumps(
-        {k: unet.config[k] for k in ("block_out_channels", "layers_per_block", "down_block_types")}
+        {k: unet.config[k] for k in ("block_out_channels", "layers_per_block", "transformer_layers_per_block", "down_block_types")}
     )

@@ -16,6 +16,11 @@ training runs (it reads the last checkpoint):
 
     python tools/train_toy.py --ckpt-dir /work/toyckpt --export models/toy
 
+Later stages (models/toy/README.md lists every command) resume with a learning-rate decay, or
+grow a finished run in place: `--init-from OLD/step6200.pt
+--transformer-layers 1,1,3` in a new run directory adds transformer layers as identities and
+trains on, with `--object-weights 2,2,1` drawing more one- and two-object scenes.
+
 Training recipe (lessons of the prototype, /work/shared/DESIGN.md section 5): v-prediction on a
 cosine schedule, min-SNR-5 loss weighting, 20% caption dropout (empty caption, for classifier-free
 guidance), AdamW with linear warm-up then a constant learning rate (optionally decayed linearly to 5% over the last
@@ -47,7 +52,7 @@ import toy_model  # noqa: E402
 import toy_tokenizer  # noqa: E402
 
 # Arguments that define the run; a resumed run must use the same values.
-RUN_KEYS = ("width", "layers", "seed", "batch", "lr", "warmup", "caption_dropout", "ema", "snr_gamma", "data")
+RUN_KEYS = ("width", "layers", "transformer_layers", "seed", "batch", "lr", "warmup", "caption_dropout", "ema", "snr_gamma", "data")
 
 
 def parse_args():
@@ -59,6 +64,13 @@ def parse_args():
     ap.add_argument("--steps", type=int, default=1_000_000, help="stop after this many optimizer steps")
     ap.add_argument("--width", default="32,64,96", help="UNet block_out_channels")
     ap.add_argument("--layers", type=int, default=1, help="UNet layers_per_block")
+    ap.add_argument("--transformer-layers", default="1",
+                    help="UNet transformer_layers_per_block, one value or one per down block (e.g. 1,1,3: three "
+                         "transformer layers at 8x8, in the mid block and the first up block)")
+    ap.add_argument("--init-from", metavar="CKPT",
+                    help="start a new run directory from another run's checkpoint (its weights, EMA and step); "
+                         "transformer layers this run adds are initialised as identities (zero output "
+                         "projections), the optimizer starts afresh with a new warm-up")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1.2e-3)
@@ -66,6 +78,13 @@ def parse_args():
     ap.add_argument("--caption-dropout", type=float, default=0.2)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--snr-gamma", type=float, default=5.0)
+    ap.add_argument("--weighting", choices=("min-snr", "v"), default="min-snr",
+                    help="loss weighting per sample: min-SNR-gamma of the v loss (down-weights the noisiest "
+                         "timesteps, where the layout and the object count are decided) or the plain v loss "
+                         "(every timestep alike); may be changed on resume")
+    ap.add_argument("--object-weights", metavar="W1,W2,W3",
+                    help="sample scenes with 1, 2, 3 ... objects in these proportions instead of uniformly "
+                         "over the dataset; may be changed on resume")
     ap.add_argument("--decay-from", type=int, default=None, metavar="STEP",
                     help="from this step on, decay the learning rate linearly to 5%% of --lr at --steps (may be set on resume)")
     ap.add_argument("--threads", type=int, default=1)
@@ -90,6 +109,25 @@ def load_data(path: str):
     return images, torch.tensor([index[c] for c in captions]), unique
 
 
+def object_count_weights(spec, captions, cap_idx):
+    """Per-scene sampling weights so that scenes with k objects make up the k-th share of `spec`
+    (e.g. "2,2,1": 40% one-object, 40% two-object, 20% three-object scenes); None for uniform."""
+    if not spec:
+        return None
+    shares = [float(w) for w in spec.split(",")]
+    counts = torch.tensor([c.count(" a ") + c.startswith("a ") for c in captions])[cap_idx]
+    weights = torch.zeros(cap_idx.shape[0], dtype=torch.float64)
+    for k, share in enumerate(shares, start=1):
+        mask = counts == k
+        if mask.any():
+            weights[mask] = share / mask.sum().item()
+    if weights.sum() == 0:
+        raise SystemExit(f"--object-weights {spec}: no scene has a weighted object count")
+    print("scene shares by object count: " + ", ".join(
+        f"{k}: {weights[counts == k].sum().item() / weights.sum().item():.0%}" for k in sorted(set(counts.tolist()))), flush=True)
+    return weights
+
+
 def load_tokenizer(tok_dir: str):
     from transformers import CLIPTokenizer
 
@@ -111,10 +149,33 @@ def atomic_save(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
-def build(width: str, layers: int, tok):
+def build(run: dict, tok):
     bos = tok.convert_tokens_to_ids("<|startoftext|>")
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
-    return toy_model.build_models(width, layers, len(tok.get_vocab()), bos, eos)
+    return toy_model.build_models(run["width"], run["layers"], len(tok.get_vocab()), bos, eos,
+                                  run.get("transformer_layers", "1"))
+
+
+def load_grown(model, state: dict) -> list[str]:
+    """Loads `state` into `model`, which may have more transformer layers per block than the model
+    that `state` came from; the new layers' output projections (attention outputs and the
+    feed-forward's last linear) are zeroed, so each new layer starts as the identity and the grown
+    model computes exactly what the old one did. Returns the new parameters' names."""
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    if unexpected:
+        raise SystemExit(f"--init-from: the checkpoint has weights this model lacks, e.g. {unexpected[:3]}")
+    new = sorted(set(own) - set(state))
+    bad = [k for k in new if ".transformer_blocks." not in k or ".transformer_blocks.0." in k]
+    if bad:
+        raise SystemExit(f"--init-from: only added transformer layers may be new, not e.g. {bad[:3]}")
+    merged = dict(own)
+    merged.update(state)
+    for k in new:
+        if any(part in k for part in (".attn1.to_out.0.", ".attn2.to_out.0.", ".ff.net.2.")):
+            merged[k] = torch.zeros_like(own[k])
+    model.load_state_dict(merged)
+    return new
 
 
 def train(args) -> None:
@@ -129,21 +190,27 @@ def train(args) -> None:
     if resume:
         with open(cfg_path) as f:
             saved = json.load(f)
+        saved.setdefault("transformer_layers", "1")  # runs from before the option
         diff = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
         if diff:
             raise SystemExit(f"{args.ckpt_dir} holds a run with other settings (saved, given): {diff}")
     else:
-        toy_tokenizer.build(args.clip_dir or _default_clip_dir(), tok_dir)
+        if args.init_from:
+            # The same token ids as the run the weights come from.
+            shutil.copytree(os.path.join(os.path.dirname(os.path.abspath(args.init_from)), "tokenizer"), tok_dir)
+        else:
+            toy_tokenizer.build(args.clip_dir or _default_clip_dir(), tok_dir)
         with open(cfg_path, "w") as f:
             json.dump(run, f, indent=2)
 
     torch.manual_seed(args.seed)
     tok = load_tokenizer(tok_dir)
     images, cap_idx, captions = load_data(args.data)
+    scene_weights = object_count_weights(args.object_weights, captions, cap_idx)
     cap_ids = tokenize(tok, captions)  # [C, 77]
     empty_ids = tokenize(tok, [""])  # the unconditional caption
-    unet, text = build(args.width, args.layers, tok)
-    ema_unet, ema_text = build(args.width, args.layers, tok)
+    unet, text = build(run, tok)
+    ema_unet, ema_text = build(run, tok)
     ema_unet.load_state_dict(unet.state_dict())
     ema_text.load_state_dict(text.state_dict())
     for p in list(ema_unet.parameters()) + list(ema_text.parameters()):
@@ -154,6 +221,15 @@ def train(args) -> None:
     ac = sched.alphas_cumprod  # [1000], float32
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
+    warm_from = 0  # the step the learning-rate warm-up counts from
+    if not resume and args.init_from:
+        ck = torch.load(args.init_from, weights_only=False)
+        new = load_grown(unet, ck["unet"])
+        load_grown(ema_unet, ck["ema_unet"])
+        text.load_state_dict(ck["text"])
+        ema_text.load_state_dict(ck["ema_text"])
+        step = warm_from = ck["step"]
+        print(f"initialised from {args.init_from} (step {step}); {len(new)} new UNet tensors", flush=True)
     if resume:
         ck = torch.load(ckpt_path, weights_only=False)
         unet.load_state_dict(ck["unet"])
@@ -164,7 +240,8 @@ def train(args) -> None:
         gen.set_state(ck["gen"])
         torch.set_rng_state(ck["torch_rng"])
         step = ck["step"]
-        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+        warm_from = ck.get("warm_from", 0)
+        print(f"resumed from {ckpt_path} at step {step} (loss weighting: {args.weighting})", flush=True)
     print(toy_model.describe(unet, text), flush=True)
     print(f"data: {images.shape[0]} scenes, {len(captions)} distinct captions; threads {args.threads}", flush=True)
 
@@ -189,6 +266,7 @@ def train(args) -> None:
                 gen=gen.get_state(),
                 torch_rng=torch.get_rng_state(),
                 step=step,
+                warm_from=warm_from,
                 args=vars(args),
             ),
             ckpt_path,
@@ -197,7 +275,10 @@ def train(args) -> None:
     unet.train()
     text.train()
     while step < args.steps:
-        idx = torch.randint(0, images.shape[0], (args.batch,), generator=gen)
+        if scene_weights is None:
+            idx = torch.randint(0, images.shape[0], (args.batch,), generator=gen)
+        else:
+            idx = torch.multinomial(scene_weights, args.batch, replacement=True, generator=gen)
         x0 = images[idx].float() / 127.5 - 1.0
         ids = cap_ids[cap_idx[idx]]
         drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
@@ -208,12 +289,15 @@ def train(args) -> None:
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
         snr = ac[t] / (1 - ac[t])
-        weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+        if args.weighting == "v":
+            weight = torch.ones_like(snr)
+        else:
+            weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
 
-        lr = args.lr * min(1.0, (step + 1) / args.warmup)
+        lr = args.lr * min(1.0, (step + 1 - warm_from) / args.warmup)
         if args.decay_from is not None and step >= args.decay_from:
             frac = (step - args.decay_from) / max(1, args.steps - args.decay_from)
-            lr = args.lr * max(0.05, 1.0 - 0.95 * frac)
+            lr = min(lr, args.lr * max(0.05, 1.0 - 0.95 * frac))
         for g in opt.param_groups:
             g["lr"] = lr
         hidden = text(ids).last_hidden_state
@@ -272,7 +356,7 @@ def export(args) -> None:
     ck = torch.load(os.path.join(args.ckpt_dir, "latest.pt"), weights_only=False)
     tok_dir = os.path.join(args.ckpt_dir, "tokenizer")
     tok = load_tokenizer(tok_dir)
-    unet, text = build(ck["args"]["width"], ck["args"]["layers"], tok)
+    unet, text = build(ck["args"], tok)
     unet.load_state_dict(ck["ema_unet"])
     text.load_state_dict(ck["ema_text"])
     unet.eval()
@@ -283,7 +367,7 @@ def export(args) -> None:
     os.makedirs(tmp)
     dtype = torch.float32 if args.export_fp32 else torch.float16
     # Copies: saving must not change the float32 reference models used in the check below.
-    build_copy = build(ck["args"]["width"], ck["args"]["layers"], tok)
+    build_copy = build(ck["args"], tok)
     build_copy[0].load_state_dict(unet.state_dict())
     build_copy[1].load_state_dict(text.state_dict())
     build_copy[0].to(dtype).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
