@@ -1,9 +1,11 @@
 """Quick quality check of a toy model folder: caption match rate with the toy world's exact detector.
 
     python tools/eval_toy.py models/toy --n 50 --guidance 1,2,4 --steps 25
+    python tools/eval_toy.py models/toy --n 200 --guidance 2 --steps 50 --eta 1   # ancestral DDIM
 
 Samples N random captions of the toy grammar (1-3 distinct shapes, random order; seeded), generates
-one image per caption and guidance scale with DDIM from the same seeded noise, writes them as PNGs
+one image per caption and guidance scale with DDIM from the same seeded noise (with `--eta` > 0
+the step noise comes from a second generator seeded with seed + 1), writes them as PNGs
 with `captions.jsonl` into OUT/g<scale>/, runs the Rust detector over each folder
 (`cargo run --release -p semi-toyworld --example detect_dir`, so the detector is not re-implemented
 here), and prints the share of images whose detected categories and counts equal the caption's,
@@ -56,8 +58,11 @@ def load(model_dir: str):
 
 
 @torch.no_grad()
-def generate(tok, text, unet, sched, captions, noise, guidance: float, steps: int) -> torch.Tensor:
-    """DDIM with classifier-free guidance (skipped at scale 1); returns images in [-1, 1]."""
+def generate(tok, text, unet, sched, captions, noise, guidance: float, steps: int, eta: float = 0.0,
+             step_noise: torch.Generator | None = None, eta_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """DDIM with classifier-free guidance (skipped at scale 1) and DDIM's eta (0: deterministic, 1:
+    ancestral, DDPM-like; the step noise comes from `step_noise`), applied only at timesteps within
+    `eta_range` when given (a diagnostic: where does fresh noise matter?); returns images in [-1, 1]."""
 
     def embed(texts):
         ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
@@ -74,7 +79,8 @@ def generate(tok, text, unet, sched, captions, noise, guidance: float, steps: in
             both = unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample
             u, c = both.chunk(2)
             out = u + guidance * (c - u)
-        x = sched.step(out, t, x).prev_sample
+        e = eta if eta_range is None or eta_range[0] <= int(t) <= eta_range[1] else 0.0
+        x = sched.step(out, t, x, eta=e, generator=step_noise).prev_sample
     return x
 
 
@@ -129,6 +135,10 @@ def main() -> None:
     ap.add_argument("--guidance", default="1,2,4", help="comma-separated guidance scales")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eta", type=float, default=0.0,
+                    help="DDIM eta: 0 deterministic (default), 1 ancestral (fresh noise at every step)")
+    ap.add_argument("--eta-range", metavar="LO,HI",
+                    help="apply --eta only at timesteps LO <= t <= HI (deterministic elsewhere)")
     ap.add_argument("--max-objects", type=int, default=3)
     ap.add_argument("--out", default="/tmp/eval_toy")
     ap.add_argument("--threads", type=int, default=1)
@@ -146,11 +156,17 @@ def main() -> None:
     captions = random_captions(args.n, args.seed, args.max_objects)
     size = unet.config.sample_size
     noise = torch.randn((args.n, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(args.seed))
-    summary = {"model_dir": args.model_dir, "n": args.n, "steps": args.steps, "seed": args.seed, "results": {}}
+    eta_range = tuple(int(v) for v in args.eta_range.split(",")) if args.eta_range else None
+    if eta_range is not None and len(eta_range) != 2:
+        raise SystemExit(f"--eta-range {args.eta_range}: expected LO,HI")
+    summary = {"model_dir": args.model_dir, "n": args.n, "steps": args.steps, "eta": args.eta,
+               "eta_range": eta_range, "seed": args.seed, "results": {}}
     for g in [float(s) for s in args.guidance.split(",")]:
         folder = os.path.join(args.out, f"g{g:g}")
         os.makedirs(folder, exist_ok=True)
-        images = to_u8(generate(tok, text, unet, sched, captions, noise, g, args.steps))
+        step_noise = torch.Generator().manual_seed(args.seed + 1)
+        images = to_u8(generate(tok, text, unet, sched, captions, noise, g, args.steps, args.eta, step_noise,
+                                eta_range))
         with open(os.path.join(folder, "captions.jsonl"), "w") as f:
             for i, (img, cap) in enumerate(zip(images, captions)):
                 name = f"{i:04}.png"

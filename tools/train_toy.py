@@ -78,10 +78,11 @@ def parse_args():
     ap.add_argument("--caption-dropout", type=float, default=0.2)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--snr-gamma", type=float, default=5.0)
-    ap.add_argument("--weighting", choices=("min-snr", "v"), default="min-snr",
+    ap.add_argument("--weighting", choices=("min-snr", "v", "min-snr-flat-noisy"), default="min-snr",
                     help="loss weighting per sample: min-SNR-gamma of the v loss (down-weights the noisiest "
-                         "timesteps, where the layout and the object count are decided) or the plain v loss "
-                         "(every timestep alike); may be changed on resume")
+                         "timesteps, where the layout and the object count are decided), the plain v loss "
+                         "(every timestep alike), or min-SNR with the noisy half (SNR < 1) held at min-SNR's "
+                         "value at SNR 1 (0.5) instead of falling to 0; may be changed on resume")
     ap.add_argument("--object-weights", metavar="W1,W2,W3",
                     help="sample scenes with 1, 2, 3 ... objects in these proportions instead of uniformly "
                          "over the dataset; may be changed on resume")
@@ -293,6 +294,8 @@ def train(args) -> None:
             weight = torch.ones_like(snr)
         else:
             weight = torch.clamp(snr, max=args.snr_gamma) / (snr + 1)  # min-SNR for v-prediction
+            if args.weighting == "min-snr-flat-noisy":
+                weight = torch.where(snr < 1, torch.full_like(snr, 0.5), weight)
 
         lr = args.lr * min(1.0, (step + 1 - warm_from) / args.warmup)
         if args.decay_from is not None and step >= args.decay_from:

@@ -84,7 +84,9 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (<= 1 turns it off) [default: 7.5].
     #[arg(long, visible_alias = "guidance-scale", allow_negative_numbers = true)]
     pub cfg: Option<f64>,
-    /// DDIM eta (0 = deterministic).
+    /// DDIM eta: 0 deterministic; 1 ancestral (fresh noise at every step: on the toy model fewer
+    /// duplicated objects from a prompt alone, but less layout control by the initial noise,
+    /// docs/toyworld.md section 5).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
     /// Image height in pixels [default: the model's native size].
