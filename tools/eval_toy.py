@@ -2,6 +2,7 @@
 
     python tools/eval_toy.py models/toy --n 50 --guidance 1,2,4 --steps 25
     python tools/eval_toy.py models/toy --n 200 --guidance 2 --steps 50 --eta 1   # ancestral DDIM
+    python tools/eval_toy.py models/toy --n 200 --guidance 2 --guidance-range 400,999  # guidance at t >= 400 only
 
 Samples N random captions of the toy grammar (1-3 distinct shapes, random order; seeded), generates
 one image per caption and guidance scale with DDIM from the same seeded noise (with `--eta` > 0
@@ -59,8 +60,10 @@ def load(model_dir: str):
 
 @torch.no_grad()
 def generate(tok, text, unet, sched, captions, noise, guidance: float, steps: int, eta: float = 0.0,
-             step_noise: torch.Generator | None = None, eta_range: tuple[int, int] | None = None) -> torch.Tensor:
-    """DDIM with classifier-free guidance (skipped at scale 1) and DDIM's eta (0: deterministic, 1:
+             step_noise: torch.Generator | None = None, eta_range: tuple[int, int] | None = None,
+             guidance_range: tuple[int, int] | None = None) -> torch.Tensor:
+    """DDIM with classifier-free guidance (skipped at scale 1; applied only at timesteps within
+    `guidance_range` when given, plain conditional elsewhere) and DDIM's eta (0: deterministic, 1:
     ancestral, DDPM-like; the step noise comes from `step_noise`), applied only at timesteps within
     `eta_range` when given (a diagnostic: where does fresh noise matter?); returns images in [-1, 1]."""
 
@@ -73,7 +76,7 @@ def generate(tok, text, unet, sched, captions, noise, guidance: float, steps: in
     sched.set_timesteps(steps)
     x = noise * sched.init_noise_sigma
     for t in sched.timesteps:
-        if guidance == 1.0:
+        if guidance == 1.0 or (guidance_range is not None and not guidance_range[0] <= int(t) <= guidance_range[1]):
             out = unet(x, t, cond).sample
         else:
             both = unet(torch.cat([x, x]), t, torch.cat([uncond, cond])).sample
@@ -139,6 +142,8 @@ def main() -> None:
                     help="DDIM eta: 0 deterministic (default), 1 ancestral (fresh noise at every step)")
     ap.add_argument("--eta-range", metavar="LO,HI",
                     help="apply --eta only at timesteps LO <= t <= HI (deterministic elsewhere)")
+    ap.add_argument("--guidance-range", metavar="LO,HI",
+                    help="apply guidance only at timesteps LO <= t <= HI (the plain conditional model elsewhere)")
     ap.add_argument("--max-objects", type=int, default=3)
     ap.add_argument("--out", default="/tmp/eval_toy")
     ap.add_argument("--threads", type=int, default=1)
@@ -159,14 +164,17 @@ def main() -> None:
     eta_range = tuple(int(v) for v in args.eta_range.split(",")) if args.eta_range else None
     if eta_range is not None and len(eta_range) != 2:
         raise SystemExit(f"--eta-range {args.eta_range}: expected LO,HI")
+    guidance_range = tuple(int(v) for v in args.guidance_range.split(",")) if args.guidance_range else None
+    if guidance_range is not None and len(guidance_range) != 2:
+        raise SystemExit(f"--guidance-range {args.guidance_range}: expected LO,HI")
     summary = {"model_dir": args.model_dir, "n": args.n, "steps": args.steps, "eta": args.eta,
-               "eta_range": eta_range, "seed": args.seed, "results": {}}
+               "eta_range": eta_range, "guidance_range": guidance_range, "seed": args.seed, "results": {}}
     for g in [float(s) for s in args.guidance.split(",")]:
         folder = os.path.join(args.out, f"g{g:g}")
         os.makedirs(folder, exist_ok=True)
         step_noise = torch.Generator().manual_seed(args.seed + 1)
         images = to_u8(generate(tok, text, unet, sched, captions, noise, g, args.steps, args.eta, step_noise,
-                                eta_range))
+                                eta_range, guidance_range))
         with open(os.path.join(folder, "captions.jsonl"), "w") as f:
             for i, (img, cap) in enumerate(zip(images, captions)):
                 name = f"{i:04}.png"

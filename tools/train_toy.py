@@ -96,28 +96,30 @@ def parse_args():
 
 
 def load_data(path: str):
-    """Images as u8 [N, 3, 32, 32] and one caption index per scene into the list of unique captions."""
+    """Images as u8 [N, 3, 32, 32], one caption index per scene into the list of unique captions, and
+    each scene's object count (from its object list: captions such as "two circles" name several)."""
     from safetensors.torch import load_file
 
     images = load_file(path)["images"].permute(0, 3, 1, 2).contiguous()
     jsonl = os.path.splitext(path)[0] + ".jsonl"
     with open(jsonl) as f:
-        captions = [json.loads(line)["caption"] for line in f]
+        scenes = [json.loads(line) for line in f]
+    captions = [s["caption"] for s in scenes]
     if len(captions) != images.shape[0]:
         raise SystemExit(f"{jsonl}: {len(captions)} captions for {images.shape[0]} images")
     unique = sorted(set(captions))
     index = {c: i for i, c in enumerate(unique)}
-    return images, torch.tensor([index[c] for c in captions]), unique
+    counts = torch.tensor([len(s["objects"]) for s in scenes])
+    return images, torch.tensor([index[c] for c in captions]), unique, counts
 
 
-def object_count_weights(spec, captions, cap_idx):
+def object_count_weights(spec, counts):
     """Per-scene sampling weights so that scenes with k objects make up the k-th share of `spec`
     (e.g. "2,2,1": 40% one-object, 40% two-object, 20% three-object scenes); None for uniform."""
     if not spec:
         return None
     shares = [float(w) for w in spec.split(",")]
-    counts = torch.tensor([c.count(" a ") + c.startswith("a ") for c in captions])[cap_idx]
-    weights = torch.zeros(cap_idx.shape[0], dtype=torch.float64)
+    weights = torch.zeros(counts.shape[0], dtype=torch.float64)
     for k, share in enumerate(shares, start=1):
         mask = counts == k
         if mask.any():
@@ -206,8 +208,8 @@ def train(args) -> None:
 
     torch.manual_seed(args.seed)
     tok = load_tokenizer(tok_dir)
-    images, cap_idx, captions = load_data(args.data)
-    scene_weights = object_count_weights(args.object_weights, captions, cap_idx)
+    images, cap_idx, captions, obj_counts = load_data(args.data)
+    scene_weights = object_count_weights(args.object_weights, obj_counts)
     cap_ids = tokenize(tok, captions)  # [C, 77]
     empty_ids = tokenize(tok, [""])  # the unconditional caption
     unet, text = build(run, tok)

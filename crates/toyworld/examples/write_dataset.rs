@@ -1,18 +1,34 @@
 //! Writes a training dataset: `cargo run --release -p semi-toyworld --example write_dataset --
-//! OUT.safetensors N [SEED]` (captions go to OUT.jsonl). The training script reads both.
+//! OUT.safetensors N [SEED] [--allow-duplicates]` (captions go to OUT.jsonl). The training script
+//! reads both. `--allow-duplicates` draws every object's category independently, so some scenes
+//! hold several objects of one category, captioned with a count ("two circles and a square").
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use semi_toyworld::{write_dataset, WorldConfig};
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: write_dataset OUT.safetensors N [SEED]";
-    let out = PathBuf::from(args.first().context(usage)?);
-    let n: usize = args.get(1).context(usage)?.parse().context("N")?;
-    let seed: u64 = args.get(2).map_or(Ok(0), |s| s.parse()).context("SEED")?;
+    let usage = "usage: write_dataset OUT.safetensors N [SEED] [--allow-duplicates]";
+    let mut cfg = WorldConfig::default();
+    let mut positional = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--allow-duplicates" => cfg.allow_duplicates = true,
+            s if s.starts_with("--") => bail!("unknown option {s}; {usage}"),
+            _ => positional.push(arg),
+        }
+    }
+    if positional.len() > 3 {
+        bail!("too many arguments; {usage}");
+    }
+    let out = PathBuf::from(positional.first().context(usage)?);
+    let n: usize = positional.get(1).context(usage)?.parse().context("N")?;
+    let seed: u64 = positional
+        .get(2)
+        .map_or(Ok(0), |s| s.parse())
+        .context("SEED")?;
     let start = std::time::Instant::now();
-    let summary = write_dataset(&out, n, seed, &WorldConfig::default())?;
+    let summary = write_dataset(&out, n, seed, &cfg)?;
     println!(
         "wrote {} scenes to {} and {} in {:.2?}; scenes by object count {:?}",
         summary.n,
