@@ -131,6 +131,17 @@ def pipeline_check(model_dir: str, tok, text, unet, sched, steps: int) -> float:
     return (theirs - ours).abs().max().item()
 
 
+def parse_range(flag: str, value: str | None) -> tuple[int, int] | None:
+    """A timestep range LO,HI from the command line; None when the flag is not given."""
+    if not value:
+        return None
+    try:
+        lo, hi = (int(v) for v in value.split(","))
+    except ValueError:
+        raise SystemExit(f"{flag} {value}: expected LO,HI") from None
+    return lo, hi
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model_dir")
@@ -161,12 +172,8 @@ def main() -> None:
     captions = random_captions(args.n, args.seed, args.max_objects)
     size = unet.config.sample_size
     noise = torch.randn((args.n, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(args.seed))
-    eta_range = tuple(int(v) for v in args.eta_range.split(",")) if args.eta_range else None
-    if eta_range is not None and len(eta_range) != 2:
-        raise SystemExit(f"--eta-range {args.eta_range}: expected LO,HI")
-    guidance_range = tuple(int(v) for v in args.guidance_range.split(",")) if args.guidance_range else None
-    if guidance_range is not None and len(guidance_range) != 2:
-        raise SystemExit(f"--guidance-range {args.guidance_range}: expected LO,HI")
+    eta_range = parse_range("--eta-range", args.eta_range)
+    guidance_range = parse_range("--guidance-range", args.guidance_range)
     summary = {"model_dir": args.model_dir, "n": args.n, "steps": args.steps, "eta": args.eta,
                "eta_range": eta_range, "guidance_range": guidance_range, "seed": args.seed, "results": {}}
     for g in [float(s) for s in args.guidance.split(",")]:
