@@ -222,7 +222,8 @@ def export(args) -> None:
     unet.to(torch.float16).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
     state_path = os.path.join(tmp, "training_state.json")
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}
-    state["dpo"] = {"step": ck["step"], **ck["run"]}
+    prior = state.get("dpo")  # one entry per fine-tuning round, oldest first
+    state["dpo"] = (prior if isinstance(prior, list) else [prior] if prior else []) + [{"step": ck["step"], **ck["run"]}]
     with open(state_path, "w") as f:
         json.dump(state, f, indent=2)
         f.write("\n")

@@ -71,8 +71,8 @@ fn counting_toy_model_draws_two_objects_once_each() {
     for caption in captions {
         matched += matching_seeds(caption, 0..4, &args).len();
     }
-    // Measured 83-95% on two-object captions (three noise sets); a model or runtime that loses
-    // the prompt matches almost none.
+    // Measured 96-97% on two-object captions (models/toy-count/README.md); a model or runtime
+    // that loses the prompt matches almost none.
     assert!(
         matched >= 12,
         "only {matched} of 16 images matched their caption"
