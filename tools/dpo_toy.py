@@ -29,7 +29,7 @@ with MODEL's text encoder, tokenizer and scheduler as a new diffusers folder.
 from __future__ import annotations
 
 import argparse
-import csv
+import copy
 import json
 import os
 import random
@@ -45,6 +45,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval_toy  # noqa: E402
 import toy_model  # noqa: E402
+import train_toy  # noqa: E402
 
 
 def sample_pairs(args) -> None:
@@ -107,18 +108,13 @@ def sample_pairs(args) -> None:
     print(f"{len(caps)} pairs from {losers} mismatches ({len(set(caps))} captions) -> {path}", flush=True)
 
 
-def atomic_save(obj, path: str) -> None:
-    torch.save(obj, path + ".tmp")
-    os.replace(path + ".tmp", path)
-
-
 def train(args) -> None:
     from safetensors.torch import load_file
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tok, text, unet, _ = eval_toy.load(args.model_dir)
-    ref = eval_toy.load(args.model_dir)[2]
+    ref = copy.deepcopy(unet).eval()  # the frozen reference: the starting weights
     for p in list(text.parameters()) + list(ref.parameters()):
         p.requires_grad_(False)
     pairs = load_file(os.path.join(args.pairs, "pairs.safetensors"))
@@ -146,15 +142,11 @@ def train(args) -> None:
         gen.set_state(ck["gen"])
         step = ck["step"]
         print(f"resumed at step {step}", flush=True)
-    log_path = os.path.join(args.ckpt_dir, "log.csv")
-    new_log = not os.path.exists(log_path)
-    log_file = open(log_path, "a", newline="")
-    log = csv.writer(log_file)
-    if new_log:
-        log.writerow(["step", "loss", "implicit_acc", "sft", "s_per_step"])
+    log_file, log = train_toy.open_csv_log(os.path.join(args.ckpt_dir, "log.csv"),
+                                           ["step", "loss", "implicit_acc", "sft", "s_per_step"])
 
     def save():
-        atomic_save({"unet": unet.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
+        train_toy.atomic_save({"unet": unet.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(), "step": step,
                      "run": run_key(args)}, ckpt)
 
     print(f"{xw.shape[0]} pairs over {len(unique)} captions; step {step} -> {args.steps}", flush=True)

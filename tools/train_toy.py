@@ -152,6 +152,17 @@ def atomic_save(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
+def open_csv_log(path: str, header: list[str]):
+    """Opens a run's CSV log for appending (a resumed run continues it), writing `header` when the
+    file is new; returns the file (to flush) and its writer."""
+    new = not os.path.exists(path)
+    f = open(path, "a", newline="")
+    writer = csv.writer(f)
+    if new:
+        writer.writerow(header)
+    return f, writer
+
+
 def build(run: dict, tok):
     bos = tok.convert_tokens_to_ids("<|startoftext|>")
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
@@ -248,12 +259,8 @@ def train(args) -> None:
     print(toy_model.describe(unet, text), flush=True)
     print(f"data: {images.shape[0]} scenes, {len(captions)} distinct captions; threads {args.threads}", flush=True)
 
-    csv_path = os.path.join(args.ckpt_dir, "loss.csv")
-    new_csv = not os.path.exists(csv_path)
-    csv_file = open(csv_path, "a", newline="")
-    log = csv.writer(csv_file)
-    if new_csv:
-        log.writerow(["step", "loss", "lr", "sec_per_step", "images_per_sec", "wall_time"])
+    csv_file, log = open_csv_log(os.path.join(args.ckpt_dir, "loss.csv"),
+                                 ["step", "loss", "lr", "sec_per_step", "images_per_sec", "wall_time"])
     ema_pairs = list(zip(list(ema_unet.parameters()) + list(ema_text.parameters()), params))
     last_ckpt = time.time()
     t_log, loss_acc, n_acc = time.time(), 0.0, 0
