@@ -3,7 +3,7 @@
 Random (default-initialised) weights: only the timing matters here, not the values. Runs with
 2 threads unless --threads says otherwise, prints one JSON object on stdout:
 {"torch": version, "threads": n, "rows": [{"work", "seconds": [...], "peak_bytes"}]}.
-Row names must match crates/diffusion/src/bench.rs.
+Row names must match crates/bench/src/models.rs.
 """
 
 import argparse

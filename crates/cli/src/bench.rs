@@ -1,8 +1,8 @@
-//! `semi bench`: the SD-1.5-size CPU table of issue "CPU speed" (see `semi_diffusion::bench`).
+//! `semi bench`: the SD-1.5-size CPU table of issue "CPU speed" (see `semi_bench::models`).
 
 use anyhow::Result;
 use clap::Args;
-use semi_diffusion::bench::{markdown, run as run_bench, BenchOptions};
+use semi_bench::models::{markdown, parse_weights, run as run_bench, BenchOptions};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -45,7 +45,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         width: args.width,
         only: args.only.clone(),
         torch: args.torch.clone(),
-        weights: semi_diffusion::bench::parse_weights(&args.weights)?,
+        weights: parse_weights(&args.weights)?,
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

@@ -1,30 +1,45 @@
-//! Pieces shared by the ticket commands: reading layouts, selection rules from flags, loading a
-//! model with its (cached) fingerprint and a prober, a progress bar for collect.
+//! Flags and terminal pieces several commands share: the device, the ticket and probe flags
+//! (turned into the run's explicit settings, `semi_run::Choices`), layouts read with their
+//! warnings printed, and progress bars. The work itself is in `semi-run`.
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use semi_diffusion::loading::{ModelFiles, Variant};
-use semi_diffusion::pipeline::StableDiffusion;
-use semi_layout::Layout;
-use semi_tickets::{LayerChoice, Progress, Rule};
+use semi_layout::{Layout, SizeFrom};
+use semi_run::{Choices, Settings};
+use semi_tickets::{Progress, Rule};
 
-/// Read and validate a layout file (JSON, DESIGN.md section 3); warnings go to stderr.
-pub fn read_layout(path: &Path) -> Result<Layout> {
-    let layout = Layout::from_path(path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot read layout {}", path.display()))?;
-    let warnings = layout
-        .check()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("invalid layout {}", path.display()))?;
+pub use semi_run::embedded::TOY_MODEL;
+pub use semi_run::outputs::check_path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+    Metal,
+}
+
+impl DeviceArg {
+    /// The candle device; a backend not compiled in is an error, not a fallback.
+    pub fn device(self) -> Result<candle_core::Device> {
+        semi_run::model::device(match self {
+            DeviceArg::Cpu => "cpu",
+            DeviceArg::Cuda => "cuda",
+            DeviceArg::Metal => "metal",
+        })
+    }
+}
+
+/// Read and validate a layout file (docs/design.md section 3), sized with `native` (width,
+/// height) when it gives no size; warnings go to stderr.
+pub fn read_layout(path: &Path, native: Option<(usize, usize)>) -> Result<(Layout, SizeFrom)> {
+    let (layout, from, warnings) = semi_run::read_layout(path, native)?;
     for w in warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
-    Ok(layout)
+    Ok((layout, from))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -36,7 +51,8 @@ pub enum RulePreset {
 }
 
 /// Where SemI's tickets come from and how they are chosen: the flags `semi generate` and
-/// `semi eval generate|run` share.
+/// `semi eval generate|run` share. Unset values come from the model's `semi.json`, else the
+/// paper's defaults.
 #[derive(Args, Debug, Clone)]
 pub struct TicketArgs {
     /// The ticket store for the SemI methods [default: the on-the-fly cache store of this model
@@ -44,18 +60,41 @@ pub struct TicketArgs {
     /// layouts' missing category pairs first].
     #[arg(long, alias = "tickets", value_name = "DIR")]
     pub store: Option<std::path::PathBuf>,
-    /// Noise images N when filling the cache store.
-    #[arg(long, default_value_t = 100)]
-    pub n: usize,
+    /// Noise images N when filling the cache store [default: the model's, else 100].
+    #[arg(long)]
+    pub n: Option<usize>,
     /// Extra categories to contrast the layouts' categories with in the cache store (needed
-    /// for layouts of a single category).
+    /// for layouts of a single category; the toy model uses its other shapes).
     #[arg(long)]
     pub partners: Option<String>,
     #[command(flatten)]
     pub rule: RuleArgs,
-    /// SemI: standardise each latent channel afterwards.
-    #[arg(long)]
-    pub recalibrate: bool,
+    /// SemI: standardise each latent channel afterwards (`--recalibrate false` turns off a
+    /// model's default) [default: the model's, else off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub recalibrate: Option<bool>,
+}
+
+impl TicketArgs {
+    /// The explicit settings of these flags.
+    pub fn choices(&self) -> Result<Choices> {
+        if self.n == Some(0) {
+            anyhow::bail!("--n must be at least 1 noise image");
+        }
+        Ok(Choices {
+            cache_images: self.n,
+            recalibrate: self.recalibrate,
+            ..self.rule.choices()
+        })
+    }
+
+    /// `--partners`, parsed.
+    pub fn partners(&self) -> Result<Vec<String>> {
+        match &self.partners {
+            Some(list) => semi_tickets::names::parse_category_list(list),
+            None => Ok(Vec::new()),
+        }
+    }
 }
 
 /// Selection flags shared by `semi init`, `semi generate --init semi` and `semi tickets inspect`.
@@ -64,27 +103,37 @@ pub struct RuleArgs {
     /// Selection rule.
     #[arg(long, value_enum, default_value_t = RulePreset::Paper)]
     pub rule: RulePreset,
-    /// Object threshold T_obj in [0, 1] (paper rule).
-    #[arg(long, default_value_t = 0.5, allow_negative_numbers = true)]
-    pub t_obj: f32,
-    /// Background threshold T_bg in [0, 1] (paper rule).
-    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
-    pub t_bg: f32,
+    /// Object threshold T_obj in [0, 1] (paper rule) [default: the model's, else 0.5].
+    #[arg(long, allow_negative_numbers = true)]
+    pub t_obj: Option<f64>,
+    /// Background threshold T_bg in [0, 1] (paper rule) [default: the model's, else 0.1].
+    #[arg(long, allow_negative_numbers = true)]
+    pub t_bg: Option<f64>,
 }
 
 impl RuleArgs {
-    pub fn rule(&self) -> Result<Rule> {
-        match self.rule {
-            RulePreset::Paper => {
-                Rule::paper(self.t_obj, self.t_bg).context("--t-obj and --t-bg must lie in [0, 1]")
-            }
-            RulePreset::Authors => {
-                if self.t_obj != 0.5 || self.t_bg != 0.1 {
-                    bail!("--t-obj/--t-bg apply to --rule paper; --rule authors uses the official code's thresholds");
-                }
-                Ok(Rule::authors())
-            }
+    /// The explicit thresholds.
+    pub fn choices(&self) -> Choices {
+        Choices {
+            t_obj: self.t_obj,
+            t_bg: self.t_bg,
+            ..Choices::default()
         }
+    }
+
+    pub fn authors(&self) -> bool {
+        self.rule == RulePreset::Authors
+    }
+
+    /// The rule with `settings`' thresholds (resolved from these flags).
+    pub fn rule(&self, settings: &Settings) -> Result<Rule> {
+        if !self.authors() {
+            return settings.paper_rule();
+        }
+        if self.t_obj.is_some() || self.t_bg.is_some() {
+            anyhow::bail!("--t-obj/--t-bg apply to --rule paper; --rule authors uses the official code's thresholds");
+        }
+        Ok(Rule::authors())
     }
 }
 
@@ -93,9 +142,9 @@ impl RuleArgs {
 pub struct ProbeArgs {
     /// Probed layers: `default` (the authors' layer, or the second down-path cross-attention at
     /// the level whose grid is nearest 16x16 cells), `all` (every cross-attention layer at that
-    /// resolution), or layer paths.
-    #[arg(long, default_value = "default")]
-    pub layers: String,
+    /// resolution), or layer paths [default: the model's, else `default`].
+    #[arg(long)]
+    pub layers: Option<String>,
     /// Contrastive prompts per UNet pass (batch rows sharing one noise image). On a CPU this
     /// gave no reliable gain (`semi tickets bench`), hence 1; try it on a GPU.
     #[arg(long, default_value_t = 1)]
@@ -103,43 +152,11 @@ pub struct ProbeArgs {
 }
 
 impl ProbeArgs {
-    pub fn options(&self, height: usize, width: usize) -> Result<semi_tickets::ProbeOptions> {
-        let mut o = semi_tickets::ProbeOptions::new(height, width);
-        o.layers = LayerChoice::parse(&self.layers)?;
+    pub fn check(&self) -> Result<()> {
         if self.pairs_per_pass == 0 {
-            bail!("--pairs-per-pass must be at least 1");
+            anyhow::bail!("--pairs-per-pass must be at least 1");
         }
-        o.pairs_per_pass = self.pairs_per_pass;
-        Ok(o)
-    }
-}
-
-/// A loaded model and its weights' fingerprint (computed once, cached on disk).
-pub struct LoadedModel {
-    pub sd: StableDiffusion,
-    pub fingerprint: String,
-}
-
-/// Resolve (folder or HF cache repo id), check, fingerprint and load a model in f32.
-pub fn load_model(spec: &str, device: &Device) -> Result<LoadedModel> {
-    let dir = crate::embedded::resolve_model_arg(spec)?;
-    let files = ModelFiles::check(&dir, Variant::Full)?;
-    let fingerprint = semi_tickets::cache::model_fingerprint(&files)
-        .with_context(|| format!("cannot fingerprint the model {spec}"))?;
-    let sd = StableDiffusion::from_files(files, device, DType::F32)?;
-    Ok(LoadedModel { sd, fingerprint })
-}
-
-/// The image size: given, or the model's default.
-pub fn image_size(
-    sd: &StableDiffusion,
-    height: Option<usize>,
-    width: Option<usize>,
-) -> Result<(usize, usize)> {
-    match (height, width, sd.default_size()) {
-        (Some(h), Some(w), _) => Ok((h, w)),
-        (h, w, Some((dh, dw))) => Ok((h.unwrap_or(dh), w.unwrap_or(dw))),
-        _ => bail!("the model's unet/config.json has no sample_size; pass --height and --width"),
+        Ok(())
     }
 }
 
@@ -180,4 +197,16 @@ impl CollectBar {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// A bar over `len` items with a message and an ETA.
+pub fn bar(template: &str, len: usize, msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(msg.to_string());
+    pb
 }

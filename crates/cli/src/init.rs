@@ -8,8 +8,7 @@ use clap::{Args, ValueEnum};
 use semi_layout::Layout;
 use semi_tickets::{semi_init, Construction, InitMethod, InitOptions, Rule, Store};
 
-use crate::common::{read_layout, RuleArgs};
-use crate::generate::check_output_path;
+use crate::common::{check_path, read_layout, RuleArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Control {
@@ -22,7 +21,8 @@ pub struct InitArgs {
     /// The ticket store.
     #[arg(long)]
     pub store: PathBuf,
-    /// The layout (JSON: prompt, width, height, seed, objects with phrase, category, bbox).
+    /// The layout (JSON: prompt, objects with phrase, category, bbox; optionally width, height
+    /// and seed: a layout without a size gets the store's).
     #[arg(long)]
     pub layout: PathBuf,
     #[command(flatten)]
@@ -30,13 +30,15 @@ pub struct InitArgs {
     /// Construction seed [default: the layout's seed, else 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Standardise each latent channel to zero mean and unit variance afterwards.
-    #[arg(long)]
-    pub recalibrate: bool,
+    /// Standardise each latent channel to zero mean and unit variance afterwards
+    /// [default: the model's (with --model), else off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub recalibrate: Option<bool>,
     /// Build a control instead of SemI latents.
     #[arg(long, value_enum)]
     pub control: Option<Control>,
-    /// Refuse a store not made with this model (folder or HF cache repo id).
+    /// Refuse a store not made with this model (folder, HF cache repo id or `toy`); its
+    /// `semi.json` then gives the thresholds and recalibration not set by flags.
     #[arg(long)]
     pub model: Option<String>,
     /// Output: .safetensors (key `latents`) or .npy, f32 [1, C, H/8, W/8].
@@ -91,37 +93,30 @@ pub fn metadata(
 }
 
 pub fn run(args: &InitArgs) -> Result<()> {
-    let rule = args.rule.rule()?;
-    check_output_path(&args.out, "--out")?;
-    let layout = read_layout(&args.layout)?;
-    let store = match &args.model {
-        Some(spec) => {
-            let dir = crate::embedded::resolve_model_arg(spec)?;
-            let files = semi_diffusion::loading::ModelFiles::check(
-                &dir,
-                semi_diffusion::loading::Variant::Full,
-            )?;
-            let model = semi_tickets::cache::model_fingerprint(&files)?;
-            let store = Store::open(&args.store)?;
-            if store.fingerprint().model != model {
-                anyhow::bail!(
-                    "the store {} was made with another model (fingerprint {}...), not {spec} ({}...)",
-                    args.store.display(),
-                    &store.fingerprint().model[..12.min(store.fingerprint().model.len())],
-                    &model[..12.min(model.len())]
-                );
-            }
-            store
-        }
-        None => Store::open(&args.store)?,
+    check_path(&args.out, "--out")?;
+    let flags = semi_run::Choices {
+        recalibrate: args.recalibrate,
+        ..args.rule.choices()
     };
+    let store = Store::open(&args.store)?;
+    let settings = match &args.model {
+        Some(spec) => {
+            let model = semi_run::ModelRef::resolve(spec, semi_diffusion::loading::Variant::Full)?;
+            semi_methods::check_store_model(&store, &model.fingerprint()?, spec)?;
+            model.settings(&flags)?
+        }
+        None => semi_run::Settings::resolve(&flags, &semi_run::Choices::default())?,
+    };
+    let rule = args.rule.rule(&settings)?;
+    let f = store.fingerprint();
+    let (layout, _) = read_layout(&args.layout, Some((f.width as usize, f.height as usize)))?;
     let options = InitOptions {
         seed: args.seed.or(layout.seed).unwrap_or(0),
         method: match args.control {
             Some(Control::ColourMatched) => InitMethod::ColourMatchedControl,
             None => InitMethod::SemI,
         },
-        recalibrate: args.recalibrate,
+        recalibrate: settings.recalibrate.value,
     };
     let c = build_latents(&store, &layout, &rule, &options)?;
     semi_diffusion::latents_io::save_latents(

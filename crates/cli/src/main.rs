@@ -2,12 +2,10 @@
 
 mod bench;
 mod common;
-mod embedded;
 mod eval_cmd;
 mod generate;
 mod init;
 mod plot;
-mod semi_store;
 mod tickets_bench;
 mod tickets_cmd;
 
@@ -92,7 +90,7 @@ fn main() {
         Command::Tickets(args) => tickets_cmd::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
-        Command::Serve(args) => semi_server::run_cli(&args, embedded::resolve_model_arg),
+        Command::Serve(args) => semi_server::run_cli(&args),
     };
     if let Err(e) = result {
         report(&e);

@@ -1,5 +1,5 @@
 //! Simple raster plots (no text: captions go to stdout): score histograms for `tickets inspect`
-//! and layout boxes over a generated image for `generate`.
+//! (the layout boxes over a generated image are `semi_run::outputs::boxes_over`).
 
 use anyhow::Result;
 use semi_toyworld::image::RgbImage;
@@ -44,46 +44,4 @@ pub fn histograms(hists: &[&[usize]], t_obj: Option<f32>, t_bg: Option<f32>) -> 
         }
     }
     Ok(img)
-}
-
-/// Distinct outline colours for layout objects.
-pub const BOX_COLOURS: [[u8; 3]; 6] = [
-    [230, 25, 75],
-    [60, 180, 75],
-    [0, 130, 200],
-    [245, 130, 48],
-    [145, 30, 180],
-    [255, 225, 25],
-];
-
-/// The image (upscaled to at least 256 px wide so small test images stay visible) with each
-/// box drawn as a 3-pixel outline in its object's colour, framed in black.
-pub fn boxes_over(image: &RgbImage, boxes: &[[f64; 4]]) -> RgbImage {
-    let factor = 256u32.div_ceil(image.width().max(1)).max(1);
-    let mut img = if factor > 1 {
-        image.upscale(factor)
-    } else {
-        image.clone()
-    };
-    let (w, h) = (img.width() as f64, img.height() as f64);
-    for (i, b) in boxes.iter().enumerate() {
-        let colour = BOX_COLOURS[i % BOX_COLOURS.len()];
-        let px = [
-            (b[0] * w).round() as u32,
-            (b[1] * h).round() as u32,
-            (b[2] * w).round() as u32,
-            (b[3] * h).round() as u32,
-        ];
-        // Three pixels of colour framed by black, visible on any image.
-        for k in 0..5u32 {
-            let (x0, y0) = ((px[0] + k).saturating_sub(1), (px[1] + k).saturating_sub(1));
-            let (x1, y1) = ((px[2] + 1).saturating_sub(k), (px[3] + 1).saturating_sub(k));
-            if x1 <= x0 + 1 || y1 <= y0 + 1 {
-                break;
-            }
-            let c = if k == 0 || k == 4 { [0, 0, 0] } else { colour };
-            img.draw_outline([x0, y0, x1, y1], c);
-        }
-    }
-    img
 }

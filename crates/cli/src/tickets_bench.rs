@@ -8,12 +8,12 @@ use std::time::Instant;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device};
 use clap::Args;
+use semi_bench::selection::{bench_requests, ensure_synthetic_store, time_rules};
 use semi_diffusion::config::UNetConfig;
 use semi_diffusion::controller::AttentionRecorder;
 use semi_diffusion::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
-use semi_tickets::bench::{bench_requests, build_synthetic_store, time_selection};
 use semi_tickets::probe::{plan_layers, LayerChoice, LayerPlan};
-use semi_tickets::{Rule, Store};
+use semi_tickets::Store;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -137,7 +137,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     if let Some(spec) = &args.model {
-        let dir = crate::embedded::resolve_model_arg(spec)?;
+        let (dir, _) = semi_run::embedded::resolve_model_arg(spec)?;
         let sd = semi_diffusion::pipeline::StableDiffusion::load(
             &dir,
             &Device::Cpu,
@@ -162,9 +162,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     if args.sd15 {
         let t = Instant::now();
-        let cfg = UNetConfig::parse(semi_diffusion::bench::SD15_UNET)?;
-        let unet = semi_diffusion::random_weights::build_seeded(
-            semi_diffusion::random_weights::DEFAULT_BASE_SEED,
+        let cfg = UNetConfig::parse(semi_bench::models::SD15_UNET)?;
+        let unet = semi_bench::random_weights::build_seeded(
+            semi_bench::random_weights::DEFAULT_BASE_SEED,
             DType::F32,
             &Device::Cpu,
             |vb| UNet2DConditionModel::new(vb, &cfg),
@@ -193,12 +193,10 @@ fn bench_selection(args: &BenchArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("semi-bench-store-{}", std::process::id()));
     let dir = args.selection_store.clone().unwrap_or_else(|| tmp.clone());
     let result = (|| -> Result<()> {
-        if !dir.join("manifest.json").exists() {
-            let t = Instant::now();
-            build_synthetic_store(&dir, 80, 700, 100, 0)?;
+        if let Some(built) = ensure_synthetic_store(&dir)? {
             println!(
                 "built a synthetic store (80 categories, 700 pairs, 100 images) in {:.1} s",
-                t.elapsed().as_secs_f64()
+                built.as_secs_f64()
             );
         }
         let t = Instant::now();
@@ -211,12 +209,9 @@ fn bench_selection(args: &BenchArgs) -> Result<()> {
             t.elapsed().as_secs_f64() * 1e3
         );
         let requests = bench_requests(&store);
-        for (name, rule) in [
-            ("paper", Rule::paper(0.5, 0.1)?),
-            ("authors", Rule::authors()),
-        ] {
+        for (name, timings) in time_rules(&dir, &requests, 20)? {
             println!("  rule {name}:");
-            for timing in time_selection(&dir, &requests, &rule, 20)? {
+            for timing in timings {
                 println!("    {timing}");
             }
         }

@@ -9,8 +9,7 @@ use semi_tickets::{
     all_pairs, collect, merge, read_pairs_file, select, CollectRequest, SdProber, Shard, Store,
 };
 
-use crate::common::{image_size, load_model, CollectBar, ProbeArgs, RuleArgs};
-use crate::generate::{select_device, DeviceArg};
+use crate::common::{CollectBar, DeviceArg, ProbeArgs, RuleArgs};
 
 #[derive(Args, Debug)]
 pub struct TicketsArgs {
@@ -35,7 +34,7 @@ pub enum TicketsCommand {
 pub struct CollectArgs {
     /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, or
     /// `toy`: the embedded toy model (models/toy), which needs no download.
-    #[arg(long, default_value = crate::embedded::TOY_MODEL)]
+    #[arg(long, default_value = crate::common::TOY_MODEL)]
     pub model: String,
     /// Categories (comma-separated); every pair of them is collected.
     #[arg(long)]
@@ -100,11 +99,23 @@ fn run_collect(args: &CollectArgs) -> Result<()> {
         _ => bail!("give either --categories or --pairs"),
     };
     let shard = Shard::from_arg_or_env(args.shard.as_deref())?;
-    let device = select_device(args.device)?;
-    let model = load_model(&args.model, &device)?;
-    let (height, width) = image_size(&model.sd, args.height, args.width)?;
-    let opts = args.probe.options(height, width)?;
-    let mut prober = SdProber::new(&model.sd, model.fingerprint.clone(), &opts)?;
+    args.probe.check()?;
+    let device = args.device.device()?;
+    let model = semi_run::Model::open(&args.model, &device)?;
+    let (height, width) = match (args.height, args.width) {
+        (Some(h), Some(w)) => (h, w),
+        (h, w) => {
+            let (nh, nw) = model.native_size()?;
+            (h.unwrap_or(nh), w.unwrap_or(nw))
+        }
+    };
+    let flags = semi_run::Choices {
+        probe_layers: args.probe.layers.clone(),
+        ..semi_run::Choices::default()
+    };
+    let settings = model.reference.settings(&flags)?;
+    let opts = semi_run::store::probe_options(&settings, args.probe.pairs_per_pass, height, width)?;
+    let mut prober = SdProber::new(&model.sd, model.fingerprint()?.to_string(), &opts)?;
     let request = CollectRequest {
         pairs,
         n_images: args.n,
@@ -194,9 +205,11 @@ struct CategoryStats {
 const BINS: usize = 20;
 
 fn run_inspect(args: &InspectArgs) -> Result<()> {
-    let rule = args.rule.rule()?;
+    let settings =
+        semi_run::Settings::resolve(&args.rule.choices(), &semi_run::Choices::default())?;
+    let rule = args.rule.rule(&settings)?;
     if let Some(p) = &args.histograms {
-        crate::generate::check_output_path(p, "--histograms")?;
+        crate::common::check_path(p, "--histograms")?;
     }
     let store = Store::open(&args.store)?;
     let status = store.status()?;

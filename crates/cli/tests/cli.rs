@@ -403,3 +403,134 @@ fn end_to_end_on_tiny_sd1() {
     let got2 = candle_core::Tensor::from_vec(data, (1, 4, 32, 32), &dev).unwrap();
     assert!(rel(&got2, want) < 1e-4);
 }
+
+/// The sidecar of a run as JSON.
+fn sidecar(png: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(png.with_extension("json")).unwrap()).unwrap()
+}
+
+/// A layout without `width`/`height` gets the model's native size, on the embedded toy model
+/// (32x32) and on an SD model (the tiny SD 1.x fixture: sample_size x VAE factor), and the
+/// sidecar says so.
+#[test]
+fn a_layout_without_a_size_runs_at_the_models_native_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout.json");
+    std::fs::write(
+        &layout,
+        r#"{"prompt": "a circle and a square", "seed": 3,
+            "objects": [{"phrase": "circle", "category": "circle", "bbox": [0.05, 0.1, 0.45, 0.5]},
+                        {"phrase": "square", "category": "square", "bbox": [0.55, 0.5, 0.95, 0.9]}]}"#,
+    )
+    .unwrap();
+    let tiny = tiny_sd1();
+    for (model, native) in [("toy", 32), (tiny.to_str().unwrap(), 0)] {
+        let png = dir.path().join("out.png");
+        let out = semi(&[
+            "generate",
+            "--model",
+            model,
+            "--layout",
+            layout.to_str().unwrap(),
+            "--init",
+            "swap",
+            "--steps",
+            "2",
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{model}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = sidecar(&png);
+        assert_eq!(s["size"]["source"], "model", "{s}");
+        let img = semi_diffusion::image::load_png(&png).unwrap();
+        assert_eq!(
+            (s["width"].as_u64().unwrap(), s["height"].as_u64().unwrap()),
+            (img.width as u64, img.height as u64)
+        );
+        if native > 0 {
+            assert_eq!((img.width, img.height), (native, native));
+        }
+        assert!(dir.path().join("out.boxes.png").is_file());
+    }
+}
+
+/// Each setting resolves flag -> the model's `semi.json` -> the paper's default, and the sidecar
+/// records value and source; a bad `semi.json` is a one-line error naming the file and field.
+#[test]
+fn settings_come_from_flags_then_the_models_file_then_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("out.png");
+    let run = |model: &str, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--prompt",
+            "a circle",
+            "--steps",
+            "2",
+            "--out",
+            png.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        semi(&args)
+    };
+    let out = run("toy", &["--t-bg", "0.4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = sidecar(&png)["settings"].clone();
+    assert_eq!(
+        (s["t_bg"]["value"].as_f64(), s["t_bg"]["source"].as_str()),
+        (Some(0.4), Some("flag"))
+    );
+    assert_eq!(
+        (s["t_obj"]["value"].as_f64(), s["t_obj"]["source"].as_str()),
+        (Some(0.7), Some("model"))
+    );
+    assert_eq!(s["guidance_scale"]["source"], "model");
+    assert_eq!(s["num_inference_steps"]["source"], "flag");
+    assert_eq!(sidecar(&png)["guidance"], 2.0);
+
+    // A model folder without semi.json gets the paper's defaults.
+    let out = run(tiny_sd1().to_str().unwrap(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = sidecar(&png)["settings"].clone();
+    assert_eq!(
+        (s["t_obj"]["value"].as_f64(), s["t_obj"]["source"].as_str()),
+        (Some(0.5), Some("default"))
+    );
+    assert_eq!(sidecar(&png)["guidance"], 7.5);
+
+    // A copy of the toy model with a misspelt key.
+    let copy = dir.path().join("toy-copy");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/toy"),
+        &copy,
+    );
+    std::fs::write(copy.join("semi.json"), r#"{"t_ob": 0.7}"#).unwrap();
+    assert_error(&run(copy.to_str().unwrap(), &[]), &["semi.json", "t_ob"]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}

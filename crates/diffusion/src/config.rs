@@ -648,6 +648,16 @@ impl UNetConfig {
     pub fn downsampling_factor(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)
     }
+
+    /// The model's native image size `sample_size * vae_scale` as (height, width), diffusers'
+    /// default, when the config has a (square or per-axis) sample size.
+    pub fn default_image_size(&self, vae_scale: usize) -> Option<(usize, usize)> {
+        match self.sample_size.as_ref()? {
+            PerBlock::One(s) => Some((s * vae_scale, s * vae_scale)),
+            PerBlock::Each(v) if v.len() == 2 => Some((v[0] * vae_scale, v[1] * vae_scale)),
+            PerBlock::Each(_) => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1191,6 +1201,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("down_block_types"), "{err:#}");
+    }
+
+    #[test]
+    fn default_size_uses_the_vae_scale() {
+        let cfg = UNetConfig::parse(r#"{"sample_size": 64}"#).unwrap();
+        assert_eq!(cfg.default_image_size(8), Some((512, 512)));
+        let cfg = UNetConfig::parse("{}").unwrap();
+        assert_eq!(cfg.default_image_size(8), None);
     }
 
     #[test]

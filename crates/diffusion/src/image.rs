@@ -55,60 +55,22 @@ pub fn to_rgb8(image: &Tensor) -> Result<(u32, u32, Vec<u8>)> {
 }
 
 /// Writes a file through a temporary file in the same folder and a rename, so readers never see
-/// a half-written file and a failed write leaves any previous file intact.
+/// a half-written file and a failed write leaves any previous file intact
+/// ([`semi_jobs::write_atomic_file`]).
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?
-        .to_string_lossy();
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        write(&mut f)?;
-        f.flush()?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    semi_jobs::write_atomic_file(path, write)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Saves an image in [0, 1] as an 8-bit RGB PNG with `parameters` and `semi` text chunks.
 pub fn save_png(path: &Path, image: &Tensor, params: &ImageParams) -> Result<()> {
     let (w, h, rgb) = to_rgb8(image)?;
     let json = serde_json::to_string(params)?;
-    write_atomic(path, |f| {
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        if json.is_ascii() {
-            enc.add_text_chunk("parameters".into(), json.clone())?;
-        } else {
-            enc.add_itxt_chunk("parameters".into(), json.clone())?;
-        }
-        enc.add_text_chunk("semi".into(), SEMI_VERSION.into())?;
-        let mut writer = enc.write_header()?;
-        writer.write_image_data(&rgb)?;
-        writer.finish()?;
-        Ok(())
-    })
+    let text = [("parameters", json.as_str()), ("semi", SEMI_VERSION)];
+    write_atomic(path, |f| semi_jobs::write_png_rgb8(f, w, h, &rgb, &text))
 }
 
 /// Writes the parameters as pretty JSON next to the image (`x.png` -> `x.json`), atomically:

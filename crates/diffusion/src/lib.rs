@@ -1,7 +1,6 @@
 //! semi's Stable Diffusion runtime: everything needed to run an unmodified SD 1.x/2.x diffusers
 //! model on candle, with cross-attention exposed to controllers (the ticket probe, Paint, Soft).
 
-pub mod bench;
 pub mod config;
 pub mod controller;
 pub mod cpu;
@@ -12,7 +11,6 @@ pub mod nn;
 pub mod noise;
 pub mod pipeline;
 pub mod precision;
-pub mod random_weights;
 pub mod schedulers;
 pub mod text_encoder;
 pub mod tokenizer;

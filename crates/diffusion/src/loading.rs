@@ -440,7 +440,7 @@ impl ModelFiles {
 
     /// diffusers' default image size `unet.sample_size * vae scale factor`, as (height, width).
     pub fn default_size(&self) -> Option<(usize, usize)> {
-        crate::pipeline::default_size(&self.unet.config, self.vae_scale_factor())
+        self.unet.config.default_image_size(self.vae_scale_factor())
     }
 
     /// The latent shape `[1, C, H/s, W/s]` of an image size.

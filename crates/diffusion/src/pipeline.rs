@@ -381,16 +381,6 @@ pub fn to_unit_range(raw: &Tensor) -> Result<Tensor> {
     Ok(raw.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
 }
 
-/// `unet.sample_size * vae scale factor`, when the config has a (square or per-axis) sample size.
-pub fn default_size(unet: &UNetConfig, vae_scale: usize) -> Option<(usize, usize)> {
-    use crate::config::PerBlock;
-    match unet.sample_size.as_ref()? {
-        PerBlock::One(s) => Some((s * vae_scale, s * vae_scale)),
-        PerBlock::Each(v) if v.len() == 2 => Some((v[0] * vae_scale, v[1] * vae_scale)),
-        PerBlock::Each(_) => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -422,14 +412,6 @@ mod tests {
         let mut r = ok;
         r.guidance_scale = 1.0;
         assert!(!r.uses_guidance());
-    }
-
-    #[test]
-    fn default_size_uses_the_vae_scale() {
-        let cfg = UNetConfig::parse(r#"{"sample_size": 64}"#).unwrap();
-        assert_eq!(default_size(&cfg, 8), Some((512, 512)));
-        let cfg = UNetConfig::parse("{}").unwrap();
-        assert_eq!(default_size(&cfg, 8), None);
     }
 
     #[test]

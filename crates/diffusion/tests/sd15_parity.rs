@@ -3,9 +3,9 @@
 //! latents to keep the test short. The references were made by `tools/make_fixtures.py`.
 
 use candle_core::{DType, Device, Tensor};
+use semi_bench::random_weights::{build_seeded, DEFAULT_BASE_SEED};
 use semi_diffusion::config::UNetConfig;
 use semi_diffusion::controller::AttentionRecorder;
-use semi_diffusion::random_weights::{build_seeded, DEFAULT_BASE_SEED};
 use semi_diffusion::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
 use std::path::PathBuf;
 

@@ -1,11 +1,12 @@
 //! Crash-safe file writes: write a temporary file next to the target, fsync it, rename it over
 //! the target, fsync the directory. A reader (or a crash) sees the old file or the new one,
-//! never a half-written one. Temporary files are named `.tmp.<name>`; [`remove_stale_temps`]
-//! deletes the ones a killed process left behind.
+//! never a half-written one. Temporary files are named `.tmp.<name>.<pid>.<n>`;
+//! [`remove_stale_temps`] deletes the ones a killed process left behind.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{bail, Context, Result};
 
@@ -13,17 +14,23 @@ pub const TEMP_PREFIX: &str = ".tmp.";
 
 /// Atomically replace `path` with `bytes` (see the module docs).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_file(path, |f| Ok(f.write_all(bytes)?))
+}
+
+/// Atomically replace `path` with whatever `write` puts into the open temporary file it is
+/// given (for writers that stream into a `File`).
+pub fn write_atomic_file(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
     write_atomic_with(path, |tmp| {
         let mut f =
             File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))
+        write(&mut f).with_context(|| format!("cannot write {}", tmp.display()))
     })
 }
 
 /// Atomically replace `path` with whatever `write` puts into the temporary path it is given
 /// (for writers that want a path, such as PNG or safetensors encoders). The temporary name
-/// carries the process id, so two processes never share one.
+/// carries the process id and a per-process counter, so two processes, or two threads of one,
+/// never share one.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path
         .parent()
@@ -36,10 +43,12 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}.{}",
+        "{TEMP_PREFIX}{}.{}.{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)

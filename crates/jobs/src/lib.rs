@@ -1,10 +1,16 @@
-//! What semi's long jobs (ticket collection, batch evaluation) share: crash-safe writes
-//! ([`fsutil`]) and a deterministic split of work across Slurm array tasks ([`shard`]).
+//! What semi's crates share at the bottom of the dependency graph: crash-safe writes
+//! ([`fsutil`]), a deterministic split of work across Slurm array tasks ([`shard`]), the one PNG
+//! encoder ([`mod@self::png`]) and the one SplitMix64 generator of the file formats ([`rng`]).
 
 pub mod fsutil;
+pub mod png;
+pub mod rng;
 pub mod shard;
 
+pub use self::png::{encode_png_rgb8, write_png_rgb8};
 pub use fsutil::{
-    create_dir_durable, remove_stale_temps, sync_dir, write_atomic, write_atomic_with, DirLock,
+    create_dir_durable, remove_stale_temps, sync_dir, write_atomic, write_atomic_file,
+    write_atomic_with, DirLock,
 };
+pub use rng::SplitMix64;
 pub use shard::{Shard, SlurmArray};

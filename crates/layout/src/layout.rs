@@ -33,12 +33,25 @@ pub struct Layout {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub negative_prompt: Option<String>,
     /// Image size in pixels. Whether the model accepts it (multiples of 8, ...) is the
-    /// pipeline's business; here it only has to be positive.
+    /// pipeline's business; here it only has to be positive. A file may leave out both, when
+    /// read with the model's native size ([`Layout::from_json_sized`]).
     pub width: u32,
     pub height: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     pub objects: Vec<LayoutObject>,
+}
+
+/// Where a layout's pixel size came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SizeFrom {
+    /// The layout's own `width` and `height`.
+    Layout,
+    /// The model's native size (the layout gave none).
+    Model,
+    /// Flags (`--width`/`--height`, a prompt without a layout).
+    Flag,
 }
 
 /// One box of a layout.
@@ -114,6 +127,39 @@ impl Layout {
         let path = path.as_ref();
         let text = read_text(path)?;
         Layout::from_json(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// [`Layout::from_json`], where a layout that gives neither `width` nor `height` (GLIGEN
+    /// inputs and COCO-style layouts carry no pixel size) gets `native` (width, height), the
+    /// model's own size. Also says which: [`SizeFrom`].
+    pub fn from_json_sized(
+        text: &str,
+        native: (u32, u32),
+    ) -> Result<(Self, SizeFrom), LayoutError> {
+        let err = match Layout::from_json(text) {
+            Ok(l) => return Ok((l, SizeFrom::Layout)),
+            Err(e) => e,
+        };
+        let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str(text) else {
+            return Err(err);
+        };
+        if map.contains_key("width") || map.contains_key("height") {
+            return Err(err);
+        }
+        map.insert("width".into(), native.0.into());
+        map.insert("height".into(), native.1.into());
+        let layout = Layout::from_json(&serde_json::Value::Object(map).to_string())?;
+        Ok((layout, SizeFrom::Model))
+    }
+
+    /// [`Layout::from_json_sized`] of a file; errors name the file.
+    pub fn from_path_sized(
+        path: impl AsRef<Path>,
+        native: (u32, u32),
+    ) -> Result<(Self, SizeFrom), LayoutError> {
+        let path = path.as_ref();
+        let text = read_text(path)?;
+        Layout::from_json_sized(&text, native).map_err(|e| e.in_file(path))
     }
 
     /// Pretty JSON in the native format (what `from_json` reads back).
@@ -209,6 +255,26 @@ pub(crate) fn read_text(path: &Path) -> Result<String, LayoutError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layout_without_a_size_takes_the_native_one() {
+        let text = r#"{"prompt": "a cat", "objects": [{"phrase": "a cat", "category": "cat", "bbox": [0.1, 0.1, 0.5, 0.5]}]}"#;
+        assert!(Layout::from_json(text).is_err());
+        let (l, from) = Layout::from_json_sized(text, (512, 512)).unwrap();
+        assert_eq!((l.width, l.height, from), (512, 512, SizeFrom::Model));
+        let sized = text.replace("\"objects\"", "\"width\": 64, \"height\": 32, \"objects\"");
+        let sized = sized.as_str();
+        let (l, from) = Layout::from_json_sized(sized, (512, 512)).unwrap();
+        assert_eq!((l.width, l.height, from), (64, 32, SizeFrom::Layout));
+        // Half a size is not filled in; other errors stay as they were.
+        let half = text.replace("\"objects\"", "\"width\": 64, \"objects\"");
+        let half = half.as_str();
+        let e = Layout::from_json_sized(half, (512, 512))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("height"), "{e}");
+        assert!(Layout::from_json_sized("{", (8, 8)).is_err());
+    }
 
     const GOOD: &str = r#"{"prompt": "a dog and a red car on a street", "negative_prompt": "blurry",
         "width": 512, "height": 384, "seed": 7,

@@ -66,6 +66,6 @@ pub use error::{LayoutError, LayoutWarning, Problem};
 pub use grid::{Cell, CellRect, Grid, GridBox};
 pub use import::{import, GligenLayout, ImportOptions, LayoutFormat, XywhLayout, XywhObject};
 pub use jsonl::{parse_jsonl, read_jsonl, read_layouts, to_jsonl, BatchEntry};
-pub use layout::{Layout, LayoutObject};
+pub use layout::{Layout, LayoutObject, SizeFrom};
 pub use region::RegionMap;
 pub use text::derive_category;

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use semi_diffusion::loading::Variant;
-use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
+use semi_diffusion::pipeline::StableDiffusion;
 use semi_layout::{BBox, Layout, LayoutObject};
-use semi_methods::{generate, Method, MethodOptions};
+use semi_methods::{generate, Method, MethodOptions, Sampling};
 use semi_toyworld::{best_iou, detect, DetectorConfig, RgbImage, Scene, WorldConfig};
 
 fn main() -> Result<()> {
@@ -77,10 +77,9 @@ fn main() -> Result<()> {
     for m in &methods {
         let (mut iou_sum, mut ok, mut count) = (0f64, 0usize, 0usize);
         for (l, objects) in &layouts {
-            let mut req = GenerateRequest::new(l.prompt.clone(), 32, 32);
+            let mut req = Sampling::new(l.seed.unwrap_or(0));
             req.steps = steps;
             req.guidance_scale = cfg;
-            req.seed = l.seed.unwrap_or(0);
             let g = generate(&sd, l, &req, m, store.as_ref(), &options, &mut |_| Ok(()))?;
             let (w, h, rgb) = semi_diffusion::image::to_rgb8(&g.image)?;
             let img = RgbImage::from_raw(w, h, rgb)?;

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
+use crate::Needs;
+
 /// Where the initial latents come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Init {
@@ -29,6 +31,9 @@ pub enum Guidance {
 }
 
 impl Init {
+    /// Every init, in the order the page offers them.
+    pub const ALL: [Init; 4] = [Init::Gaussian, Init::Semi, Init::Swap, Init::SemiSwap];
+
     /// The init's word(s) in a method name (`gaussian` for Gaussian).
     pub fn name(self) -> &'static str {
         match self {
@@ -60,6 +65,9 @@ impl Init {
 }
 
 impl Guidance {
+    /// Every guidance word, `none` first.
+    pub const ALL: [Guidance; 3] = [Guidance::None, Guidance::Paint, Guidance::Soft];
+
     pub fn name(self) -> &'static str {
         match self {
             Guidance::None => "none",
@@ -185,14 +193,20 @@ impl Method {
         .collect()
     }
 
+    /// What the method needs: its init's and its guidance's needs ([`crate::init`],
+    /// [`crate::guidance`]).
+    pub fn needs(&self) -> Needs {
+        self.init.needs().and(self.guidance.needs())
+    }
+
     /// Whether a ticket store is needed (Semi, SemiSwap).
     pub fn needs_store(&self) -> bool {
-        self.init.uses_semi()
+        self.needs().store.is_some()
     }
 
     /// Whether the method needs the layout's boxes (everything but plain `sd`).
     pub fn needs_boxes(&self) -> bool {
-        self.init != Init::Gaussian || self.guidance != Guidance::None
+        self.needs().boxes.is_some()
     }
 }
 

@@ -1,70 +1,62 @@
 //! Initial latents and controller for one layout and method ([`prepare`]), and the whole run
-//! ([`generate`]); how each method is made is in the crate docs.
+//! ([`generate`]): the method's init stages ([`crate::init`]) and guidance
+//! ([`crate::guidance`]), then the pipeline.
 
-use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Tensor};
+use anyhow::{bail, Result};
+use candle_core::Tensor;
 use semi_diffusion::controller::AttentionController;
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion, StepEvent};
-use semi_diffusion::schedulers::{alphas_cumprod, betas};
-use semi_guidance::{
-    objects_in_prompt, GuidedObject, NoiseLevels, Paint, PaintConfig, Soft, SoftConfig,
-};
+use semi_guidance::{objects_in_prompt, GuidedObject};
 use semi_layout::Layout;
-use semi_tickets::swap::{swap_noise, SwapOptions};
-use semi_tickets::{semi_init, Construction, InitMethod, InitOptions, Rule, Store};
-use serde_json::{json, Map, Value};
+use semi_tickets::{Construction, Store};
+use serde_json::{Map, Value};
 
-use crate::method::{Guidance, Init, Method};
+use crate::guidance::GuidanceContext;
+use crate::init::{InitContext, InitState};
+use crate::method::{Init, Method};
+use crate::MethodOptions;
 
-/// Strengths and SemI settings; `Default` = the documented defaults.
+/// How to denoise one layout: everything of a generation that is not in the layout (prompt,
+/// negative prompt and size come from the layout itself).
 #[derive(Clone, Debug)]
-pub struct MethodOptions {
-    /// Winning-ticket selection rule (default: the paper's, T_obj 0.5, T_bg 0.1).
-    pub rule: Rule,
-    /// SemI: standardise each latent channel afterwards (default off, as the paper).
-    pub recalibrate: bool,
-    /// SemI's control experiment: fill each cell with fresh Gaussian blocks matched to its
-    /// ticket set's per-channel mean and variance instead of the tickets themselves, so a gain
-    /// that survives is colour statistics, not tickets (`semi_tickets::InitMethod`; default off).
-    pub colour_control: bool,
-    /// Paint's `w` (default [`semi_guidance::PAINT_DEFAULT_WEIGHT`]).
-    pub paint_weight: f64,
-    /// Soft's `w` (default [`semi_guidance::SOFT_DEFAULT_WEIGHT`]).
-    pub soft_weight: f64,
-    /// Swap's probe and normalisation (default: the ticket probe's layer, mean-normalised).
-    pub swap: SwapOptions,
+pub struct Sampling {
+    /// Seeds the Gaussian noise, SemI's random choices and DDIM's step noise.
+    pub seed: u64,
+    pub steps: usize,
+    /// Classifier-free guidance scale; <= 1 disables it.
+    pub guidance_scale: f64,
+    /// DDIM eta: 0 deterministic, 1 ancestral.
+    pub eta: f64,
+    /// Initial latents in place of the seeded noise (Gaussian and Swap; an error for SemI).
+    pub latents: Option<Tensor>,
 }
 
-impl Default for MethodOptions {
-    fn default() -> Self {
-        MethodOptions {
-            rule: Rule::Paper {
-                t_obj: 0.5,
-                t_bg: 0.1,
-            },
-            recalibrate: false,
-            colour_control: false,
-            paint_weight: semi_guidance::PAINT_DEFAULT_WEIGHT,
-            soft_weight: semi_guidance::SOFT_DEFAULT_WEIGHT,
-            swap: SwapOptions::default(),
+impl Sampling {
+    /// diffusers' defaults (50 steps, guidance 7.5, eta 0) with `seed`.
+    pub fn new(seed: u64) -> Self {
+        Sampling {
+            seed,
+            steps: 50,
+            guidance_scale: 7.5,
+            eta: 0.0,
+            latents: None,
         }
     }
-}
 
-impl MethodOptions {
-    /// The settings measured best for the embedded toy model (docs/toyworld.md, section 3):
-    /// the paper rule at T_obj 0.7 and T_bg 0.3 (at the paper's T_bg 0.1 some category pairs of
-    /// the toy model have no background tickets at all) and recalibration (the pixel-space
-    /// background tickets are tinted). Strengths as [`MethodOptions::default`].
-    pub fn toy() -> Self {
-        MethodOptions {
-            rule: Rule::Paper {
-                t_obj: 0.7,
-                t_bg: 0.3,
-            },
-            recalibrate: true,
-            ..MethodOptions::default()
-        }
+    /// The pipeline's request for `layout`, built from it.
+    pub fn request(&self, layout: &Layout) -> GenerateRequest {
+        let mut req = GenerateRequest::new(
+            layout.prompt.clone(),
+            layout.height as usize,
+            layout.width as usize,
+        );
+        req.negative_prompt = layout.negative_prompt.clone().unwrap_or_default();
+        req.seed = self.seed;
+        req.steps = self.steps;
+        req.guidance_scale = self.guidance_scale;
+        req.eta = self.eta;
+        req.latents = self.latents.clone();
+        req
     }
 }
 
@@ -79,8 +71,9 @@ pub struct Prepared {
     pub construction: Option<Construction>,
     /// Key/values for the PNG metadata and sidecar: `method`, `init`, `attention` (the guidance:
     /// none, paint, soft; not `guidance`, which the image parameters use for the classifier-free
-    /// guidance scale), and as they apply `paint_weight` / `soft_weight`, `store`, `store_fingerprint`, `store_model`, `rule`,
-    /// `recalibrate`, `tickets` (cells and reuse per ticket set), `swap` (the Swap report).
+    /// guidance scale), and what the stages add: `paint_weight` / `soft_weight`, `store`,
+    /// `store_fingerprint`, `store_model`, `rule`, `recalibrate`, `tickets` (cells and reuse per
+    /// ticket set), `swap` (the Swap report).
     pub metadata: Map<String, Value>,
 }
 
@@ -98,12 +91,12 @@ pub fn prepare(
     store: Option<&Store>,
     options: &MethodOptions,
 ) -> Result<Prepared> {
-    prepare_from(sd, layout, seed, steps, method, store, options, None)
+    prepare_with(sd, layout, seed, steps, method, store, options, None)
 }
 
-/// [`prepare`], with `noise` (when given) in place of the seeded Gaussian noise.
+/// [`prepare`], with `given` (when set) in place of the seeded Gaussian noise.
 #[allow(clippy::too_many_arguments)]
-fn prepare_from(
+fn prepare_with(
     sd: &StableDiffusion,
     layout: &Layout,
     seed: u64,
@@ -111,11 +104,15 @@ fn prepare_from(
     method: &Method,
     store: Option<&Store>,
     options: &MethodOptions,
-    noise: Option<&Tensor>,
+    given: Option<&Tensor>,
 ) -> Result<Prepared> {
     let name = method.name();
-    if method.needs_boxes() && layout.objects.is_empty() {
+    let needs = method.needs();
+    if needs.boxes.is_some() && layout.objects.is_empty() {
         bail!("method {name} needs a layout with boxes (objects)");
+    }
+    if let (Some(why), Some(_)) = (needs.own_latents, given) {
+        bail!("method {name} cannot start from given latents: {why}");
     }
     if steps == 0 {
         bail!("steps must be at least 1");
@@ -126,105 +123,55 @@ fn prepare_from(
         bail!("the layout's size {w}x{h} must be positive multiples of {multiple} for this model");
     }
     let shape = sd.latent_shape(h, w);
-    let mut metadata = Map::new();
-    metadata.insert("method".into(), name.clone().into());
-    metadata.insert("init".into(), method.init.name().into());
-    metadata.insert("attention".into(), method.guidance.name().into());
-
     // Token positions only where they are used (SemI alone needs none).
-    let objects = if method.init.uses_swap() || method.guidance != Guidance::None {
+    let objects = if needs.tokens {
         guided_objects(sd, layout)?
     } else {
         Vec::new()
     };
 
-    let mut construction = None;
-    let mut latents = if method.init.uses_semi() {
-        if noise.is_some() {
-            bail!(
-                "method {name} builds its latents from tickets; it cannot start from given latents"
-            );
-        }
-        let store = store.with_context(|| {
-            format!("method {name} needs a ticket store (SemI draws its latents from one)")
-        })?;
-        let init = InitOptions {
-            seed,
-            method: if options.colour_control {
-                InitMethod::ColourMatchedControl
-            } else {
-                InitMethod::SemI
-            },
-            recalibrate: options.recalibrate,
-        };
-        let (_, c) = semi_init(store, layout, &options.rule, &init)?;
-        ensure!(
-            c.shape.as_slice() == shape.as_slice(),
-            "the store {} makes latents of shape {:?}, but this model needs {shape:?} at {w}x{h}",
-            store.dir().display(),
-            c.shape
-        );
-        let t = Tensor::from_vec(c.latents.clone(), c.shape.to_vec(), &Device::Cpu)?;
-        let f = store.fingerprint();
-        metadata.insert("store".into(), store.dir().display().to_string().into());
-        metadata.insert("store_fingerprint".into(), f.digest().into());
-        metadata.insert("store_model".into(), f.model.clone().into());
-        metadata.insert("rule".into(), options.rule.to_string().into());
-        metadata.insert("recalibrate".into(), options.recalibrate.into());
-        if options.colour_control {
-            metadata.insert("colour_control".into(), true.into());
-        }
-        let uses: Vec<Value> = c
-            .uses
-            .iter()
-            .map(|u| json!({"set": u.name, "cells": u.cells, "available": u.available, "reused": u.reused}))
-            .collect();
-        metadata.insert("tickets".into(), uses.into());
-        construction = Some(c);
-        t
-    } else {
-        match noise {
-            Some(n) => {
-                ensure!(
-                    n.dims() == shape.as_slice(),
-                    "initial latents have shape {:?}, but a {w}x{h} image with this model needs \
-                     {shape:?}",
-                    n.dims()
-                );
-                n.to_device(&Device::Cpu)?
-                    .to_dtype(candle_core::DType::F32)?
-            }
-            None => semi_diffusion::noise::randn(seed, &shape, &Device::Cpu)?,
-        }
+    let mut state = InitState::default();
+    state.metadata.insert("method".into(), name.clone().into());
+    state
+        .metadata
+        .insert("init".into(), method.init.name().into());
+    state
+        .metadata
+        .insert("attention".into(), method.guidance.name().into());
+    let cx = InitContext {
+        sd,
+        layout,
+        method: &name,
+        seed,
+        steps,
+        store,
+        options,
+        given,
+        shape: &shape,
+        objects: &objects,
     };
-
-    if method.init.uses_swap() {
-        let tokens: Vec<Vec<usize>> = objects.iter().map(|o| o.tokens.clone()).collect();
-        let (swapped, report) = swap_noise(sd, &latents, layout, &tokens, steps, &options.swap)?;
-        latents = swapped;
-        metadata.insert("swap".into(), report.to_json());
+    for stage in method.init.stages(options) {
+        stage.apply(&cx, &mut state)?;
     }
-
-    let controller: Option<Box<dyn AttentionController>> = match method.guidance {
-        Guidance::None => None,
-        Guidance::Paint => {
-            let sigmas =
-                NoiseLevels::from_alphas_cumprod(&alphas_cumprod(&betas(&sd.scheduler_config)?))?;
-            let config = PaintConfig {
-                weight: options.paint_weight,
-                ..PaintConfig::default()
+    let InitState {
+        latents,
+        construction,
+        mut metadata,
+    } = state;
+    let Some(latents) = latents else {
+        bail!("method {name}: its init stages made no latents");
+    };
+    let controller = match method.guidance.method() {
+        Some(g) => {
+            let cx = GuidanceContext {
+                sd,
+                steps,
+                options,
+                objects,
             };
-            metadata.insert("paint_weight".into(), options.paint_weight.into());
-            Some(Box::new(Paint::new(objects, sigmas, config)?))
+            Some(g.controller(cx, &mut metadata)?)
         }
-        Guidance::Soft => {
-            let config = SoftConfig {
-                weight: options.soft_weight,
-                ..SoftConfig::for_steps(steps)
-            };
-            metadata.insert("soft_weight".into(), options.soft_weight.into());
-            Some(Box::new(Soft::new(objects, config)?))
-        }
+        None => None,
     };
     Ok(Prepared {
         latents,
@@ -252,49 +199,32 @@ pub struct Generation {
     pub construction: Option<Construction>,
 }
 
-/// [`prepare`] (seed and steps from `req`) + `sd.generate` with the request's steps, guidance
-/// scale and eta; `on_step` after every step. The request's prompt and size must be the
-/// layout's. `req.latents`, when given, replaces the seeded Gaussian noise (Gaussian, Swap; an
-/// error with SemI). With Gaussian init and no given latents the pipeline draws the noise itself
-/// (the same values), so DDIM with eta > 0 also draws its step noise as diffusers does.
+/// [`prepare`] + `sd.generate` with the pipeline request built from `layout` and `sampling`;
+/// `on_step` after every step. With Gaussian init and no given latents the pipeline draws the
+/// noise itself (the same values), so DDIM with eta > 0 also draws its step noise as diffusers
+/// does.
 pub fn generate(
     sd: &StableDiffusion,
     layout: &Layout,
-    req: &GenerateRequest,
+    sampling: &Sampling,
     method: &Method,
     store: Option<&Store>,
     options: &MethodOptions,
     on_step: &mut dyn FnMut(&StepEvent) -> Result<()>,
 ) -> Result<Generation> {
-    if req.prompt != layout.prompt {
-        bail!(
-            "the request's prompt {:?} is not the layout's prompt {:?}",
-            req.prompt,
-            layout.prompt
-        );
-    }
-    if (req.height, req.width) != (layout.height as usize, layout.width as usize) {
-        bail!(
-            "the request is {}x{} but the layout {}x{}",
-            req.width,
-            req.height,
-            layout.width,
-            layout.height
-        );
-    }
-    req.validate(sd.size_multiple())?;
-    let mut prepared = prepare_from(
+    let mut run = sampling.request(layout);
+    run.validate(sd.size_multiple())?;
+    let mut prepared = prepare_with(
         sd,
         layout,
-        req.seed,
-        req.steps,
+        sampling.seed,
+        sampling.steps,
         method,
         store,
         options,
-        req.latents.as_ref(),
+        sampling.latents.as_ref(),
     )?;
-    let mut run = req.clone();
-    if method.init != Init::Gaussian || req.latents.is_some() {
+    if method.init != Init::Gaussian || sampling.latents.is_some() {
         run.latents = Some(prepared.latents.clone());
     }
     let out = match prepared.controller.as_mut() {

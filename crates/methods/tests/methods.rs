@@ -6,9 +6,9 @@ use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 use semi_diffusion::loading::Variant;
-use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
+use semi_diffusion::pipeline::StableDiffusion;
 use semi_layout::{BBox, Layout, LayoutObject};
-use semi_methods::{generate, prepare, Guidance, Init, Method, MethodOptions};
+use semi_methods::{generate, prepare, Guidance, Init, Method, MethodOptions, Sampling};
 use semi_tickets::{ProbeOptions, Store};
 
 fn tiny() -> StableDiffusion {
@@ -62,10 +62,9 @@ fn store(sd: &StableDiffusion) -> Store {
     s
 }
 
-fn request(l: &Layout) -> GenerateRequest {
-    let mut r = GenerateRequest::new(l.prompt.clone(), 32, 32);
+fn request() -> Sampling {
+    let mut r = Sampling::new(5);
     r.steps = 3;
-    r.seed = 5;
     r
 }
 
@@ -92,7 +91,7 @@ fn every_table1_method_runs() {
         .latents;
     for m in Method::table1() {
         let mut steps = 0;
-        let g = generate(&sd, &l, &request(&l), &m, Some(&store), &opts, &mut |_| {
+        let g = generate(&sd, &l, &request(), &m, Some(&store), &opts, &mut |_| {
             steps += 1;
             Ok(())
         })
@@ -133,7 +132,7 @@ fn generate_is_prepare_plus_the_pipeline() {
         paint_weight: 0.5,
         ..MethodOptions::default()
     };
-    let req = request(&l);
+    let req = request();
     let run = |m: &str| {
         let m = Method::parse(m).unwrap();
         generate(&sd, &l, &req, &m, None, &opts, &mut |_| Ok(())).unwrap()
@@ -142,7 +141,7 @@ fn generate_is_prepare_plus_the_pipeline() {
         let g = run(name);
         let m = Method::parse(name).unwrap();
         let mut p = prepare(&sd, &l, req.seed, req.steps, &m, None, &opts).unwrap();
-        let mut r = req.clone();
+        let mut r = req.request(&l);
         r.latents = Some(p.latents.clone());
         let out = match p.controller.as_mut() {
             Some(c) => sd.generate(&r, Some(&mut **c), &mut |_| Ok(())),
@@ -161,7 +160,7 @@ fn generate_is_prepare_plus_the_pipeline() {
 fn given_latents_replace_the_gaussian_noise() {
     let sd = tiny();
     let l = layout();
-    let mut req = request(&l);
+    let mut req = request();
     let given = semi_diffusion::noise::randn(77, &[1, 4, 16, 16], &Device::Cpu).unwrap();
     req.latents = Some(given.clone());
     let opts = MethodOptions::default();
@@ -180,8 +179,8 @@ fn bad_combinations_are_clear_errors() {
     let sd = tiny();
     let l = layout();
     let opts = MethodOptions::default();
-    let req = request(&l);
-    let run = |l: &Layout, req: &GenerateRequest, m: &str| {
+    let req = request();
+    let run = |l: &Layout, req: &Sampling, m: &str| {
         let m = Method::parse(m).unwrap();
         generate(&sd, l, req, &m, None, &opts, &mut |_| Ok(()))
             .err()
@@ -196,16 +195,13 @@ fn bad_combinations_are_clear_errors() {
     assert!(run(&plain, &req, "paint")
         .unwrap()
         .contains("needs a layout with boxes"));
-    let mut other = req.clone();
-    other.prompt = "a bird".into();
-    assert!(run(&l, &other, "sd")
-        .unwrap()
-        .contains("not the layout's prompt"));
     let mut missing = l.clone();
     missing.objects[1].phrase = "zebra".into();
     missing.objects[1].category = "zebra".into();
     assert!(run(&missing, &req, "soft").unwrap().contains("zebra"));
-    let mut wrong = req.clone();
-    wrong.width = 64;
-    assert!(run(&l, &wrong, "sd").unwrap().contains("the layout 32x32"));
+    let mut wrong = l.clone();
+    wrong.width = 36;
+    assert!(run(&wrong, &req, "sd")
+        .unwrap()
+        .contains("must be a positive multiple"));
 }

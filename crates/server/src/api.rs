@@ -15,7 +15,7 @@ use crate::assets;
 use crate::error::{ApiError, ApiResult};
 use crate::jobs::Shared;
 use crate::model::ModelInfo;
-use crate::request::{JobRequest, INITS, LAYOUT_METHODS, MAX_GUIDANCE, MAX_STEPS};
+use crate::request::{inits, layout_methods, JobRequest, MAX_GUIDANCE, MAX_STEPS};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -83,8 +83,8 @@ async fn method_not_allowed() -> ApiError {
 async fn info(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "model": &*s.info,
-        "inits": INITS,
-        "layout_methods": LAYOUT_METHODS,
+        "inits": inits(),
+        "layout_methods": layout_methods(),
         "limits": {
             "max_steps": MAX_STEPS.min(s.info.train_timesteps),
             "max_guidance": MAX_GUIDANCE,

@@ -11,7 +11,7 @@
 
 use anyhow::Result;
 use candle_core::Tensor;
-use semi_tickets::{min_max_normalize, Construction, ProbeOptions, Region, SdProber};
+use semi_tickets::{min_max_normalize, Construction, Region, SdProber};
 use serde_json::{json, Value};
 
 use crate::model::Loaded;
@@ -25,14 +25,15 @@ fn category_tokens(
     ids: &[u32],
     category: &str,
 ) -> Option<Vec<usize>> {
-    let tok = &m.sd.tokenizer;
+    let tok = &m.model.sd.tokenizer;
     let mut candidates = vec![
         category.to_lowercase(),
         format!("{}s", category.to_lowercase()),
         format!("{}es", category.to_lowercase()),
     ];
     candidates.extend(
-        req.layout
+        req.run
+            .layout
             .objects
             .iter()
             .filter(|o| o.category == category)
@@ -52,15 +53,22 @@ pub fn attention_json(
     initial_unit: &Tensor,
     construction: Option<&Construction>,
 ) -> Result<Value> {
-    let (h, w) = (req.generate.height, req.generate.width);
-    let mut prober = SdProber::new(&m.sd, m.fingerprint.clone(), &ProbeOptions::new(h, w))?;
+    let (h, w) = (
+        req.run.layout.height as usize,
+        req.run.layout.width as usize,
+    );
+    let mut prober = SdProber::new(
+        &m.model.sd,
+        m.model.fingerprint()?.to_string(),
+        &semi_run::store::probe_options(&req.run.settings, 1, h, w)?,
+    )?;
     let grid = prober.plan().grid;
-    let prompt = req.layout.prompt.to_lowercase();
+    let prompt = req.run.layout.prompt.to_lowercase();
     let maps = prober.attention_maps(initial_unit, std::slice::from_ref(&prompt))?;
     let map = &maps[0];
-    let ids = m.sd.tokenizer.encode(&prompt)?;
+    let ids = m.model.sd.tokenizer.encode(&prompt)?;
     let mut out = Vec::new();
-    for category in req.layout.categories() {
+    for category in req.run.layout.categories() {
         match category_tokens(m, req, &ids, &category) {
             Some(span) => {
                 let mut values: Vec<f32> = map
@@ -84,6 +92,7 @@ pub fn attention_json(
             .iter()
             .map(|cell| match cell.region {
                 Region::Object(i) => req
+                    .run
                     .layout
                     .objects
                     .get(i)

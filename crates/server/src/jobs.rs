@@ -109,9 +109,9 @@ impl Table {
             position,
             step: job.step,
             steps: job.steps,
-            method: job.request.method.name(),
-            prompt: job.request.layout.prompt.clone(),
-            seed: job.request.generate.seed,
+            method: job.request.run.method.name(),
+            prompt: job.request.run.layout.prompt.clone(),
+            seed: job.request.run.sampling.seed,
             error: job.error.clone(),
             warnings: job.request.warnings.clone(),
             elapsed_s: elapsed,
@@ -124,7 +124,7 @@ impl Table {
                 .map(|_| url("initial_latents.npy")),
             attention: job.outputs.attention.as_ref().map(|_| url("attention")),
             metadata: job.outputs.metadata.clone(),
-            layout: job.request.layout.clone(),
+            layout: job.request.run.layout.clone(),
         }
     }
 
@@ -166,7 +166,7 @@ impl Shared {
         }
         t.next_id += 1;
         let id = t.next_id;
-        let steps = request.generate.steps;
+        let steps = request.run.sampling.steps;
         t.jobs.insert(
             id,
             Job {

@@ -189,17 +189,13 @@ pub struct ServeArgs {
     pub port: u16,
 }
 
-/// `semi serve`: `resolve` turns `--model` into a diffusers folder (the CLI's, which knows the
-/// embedded toy model).
-pub fn run_cli(
-    args: &ServeArgs,
-    resolve: impl Fn(&str) -> Result<std::path::PathBuf>,
-) -> Result<()> {
-    let dir = resolve(&args.model)?;
+/// `semi serve`: `--model` resolved as every command resolves it (`semi_run::embedded`).
+pub fn run_cli(args: &ServeArgs) -> Result<()> {
+    let (dir, toy) = semi_run::embedded::resolve_model_arg(&args.model)?;
     let mut options = ServeOptions::new(ModelSource {
         dir,
         name: args.model.clone(),
-        toy: args.model == "toy" && !std::path::Path::new("toy").is_dir(),
+        toy,
         store: args.store.clone(),
     });
     options.host = args.host.clone();

@@ -1,14 +1,16 @@
-//! The served model: loaded once on the worker thread; what the handlers need to know about it
-//! ([`ModelInfo`]) is copied out, so requests are validated without touching the weights.
+//! The served model: loaded once on the worker thread (`semi_run::Model`); what the handlers
+//! need to know about it ([`ModelInfo`]) is copied out, so requests are validated and planned
+//! without touching the weights.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
-use semi_diffusion::loading::{ModelFiles, Variant};
-use semi_diffusion::pipeline::StableDiffusion;
+use semi_diffusion::loading::Variant;
+use semi_diffusion::precision::Precision;
+use semi_run::{Model, ModelRef, Settings};
 use semi_tickets::names::normalize_category;
-use semi_tickets::{ProbeOptions, SdProber, Store};
+use semi_tickets::{SdProber, Store};
 use serde::Serialize;
 
 /// Where the model and the optional ticket store come from (resolved by the CLI: the server
@@ -22,7 +24,7 @@ pub struct ModelSource {
     /// The embedded toy model: its six shape names are the only categories.
     pub toy: bool,
     /// A collected ticket store for `semi`/`semi+swap`; without one, a cache store is filled on
-    /// the fly (`semi_methods::cache_store`).
+    /// the fly (`semi_run::store`).
     pub store: Option<PathBuf>,
 }
 
@@ -51,11 +53,15 @@ pub struct ModelInfo {
     /// Latents are the image (no VAE): previews are exact, not a projection.
     pub pixel_space: bool,
     pub categories: Vocabulary,
+    /// The model's settings (its `semi.json`, else the paper's defaults).
     pub default_steps: usize,
     pub default_guidance: f64,
     /// Noise images per pair when a cache store is filled on the fly.
     pub cache_images: usize,
     pub has_store: bool,
+    /// The checked model folder, for planning runs (not sent to the page).
+    #[serde(skip)]
+    pub reference: ModelRef,
 }
 
 impl ModelInfo {
@@ -82,38 +88,30 @@ impl ModelInfo {
 
 /// The loaded model, owned by the worker thread.
 pub struct Loaded {
-    pub sd: StableDiffusion,
-    pub fingerprint: String,
+    pub model: Model,
     pub store: Option<Store>,
     pub info: ModelInfo,
-    /// Selection rule, recalibration and strengths for every job: the toy model's measured
-    /// settings ([`semi_methods::MethodOptions::toy`]) or the paper's defaults.
-    pub options: semi_methods::MethodOptions,
-}
-
-/// The toy world's category names.
-pub fn toy_categories() -> Vec<String> {
-    semi_toyworld::category::Category::ALL
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect()
 }
 
 /// Load the model (f32, CPU), fingerprint it, open the store and work out the grid.
 pub fn load(source: &ModelSource) -> Result<Loaded> {
-    let files = ModelFiles::check(&source.dir, Variant::Full)?;
-    let fingerprint = semi_tickets::cache::model_fingerprint(&files)
-        .with_context(|| format!("cannot fingerprint the model {}", source.name))?;
-    let train_timesteps = files.scheduler.num_train_timesteps;
-    let sd = StableDiffusion::from_files(files, &Device::Cpu, DType::F32)?;
-    let (height, width) = sd.default_size().with_context(|| {
+    let reference = ModelRef::at(&source.dir, &source.name, source.toy, Variant::Full)?;
+    let train_timesteps = reference.files.scheduler.num_train_timesteps;
+    let settings: Settings = reference.settings(&semi_run::Choices::default())?;
+    let model = reference
+        .clone()
+        .load(&Device::Cpu, Precision::uniform(DType::F32))?;
+    let fingerprint = model.fingerprint()?.to_string();
+    let (height, width) = model.native_size().with_context(|| {
         format!(
             "the model {} has no unet sample_size, so the page cannot know its image size",
             source.name
         )
     })?;
-    let probe = ProbeOptions::new(height, width);
-    let grid = SdProber::new(&sd, fingerprint.clone(), &probe)?.plan().grid;
+    let probe = semi_run::store::probe_options(&settings, 1, height, width)?;
+    let grid = SdProber::new(&model.sd, fingerprint.clone(), &probe)?
+        .plan()
+        .grid;
     let store = match &source.store {
         Some(dir) => {
             let store = Store::open(dir)?;
@@ -131,47 +129,29 @@ pub fn load(source: &ModelSource) -> Result<Loaded> {
         }
         None => None,
     };
-    let categories = match (&store, source.toy) {
+    let categories = match (&store, model.vocabulary()) {
         (Some(s), _) => Vocabulary::Store(s.categories().to_vec()),
-        (None, true) => Vocabulary::Toy(toy_categories()),
-        (None, false) => Vocabulary::Any,
+        (None, Some(names)) => Vocabulary::Toy(names),
+        (None, None) => Vocabulary::Any,
     };
     let grid = match &store {
         Some(s) => s.fingerprint().grid,
         None => grid,
     };
-    let pixel_space = sd.vae.is_none();
-    // The toy model is trained for short schedules and low guidance (models/toy/README.md);
-    // SD's are diffusers' defaults.
-    let (default_steps, default_guidance, cache_images) = if source.toy {
-        (20, 2.0, 30)
-    } else {
-        (50, 7.5, 100)
-    };
     let info = ModelInfo {
         name: source.name.clone(),
         width,
         height,
-        size_multiple: sd.size_multiple(),
+        size_multiple: model.sd.size_multiple(),
         train_timesteps,
         grid,
-        pixel_space,
+        pixel_space: model.sd.vae.is_none(),
         categories,
-        default_steps,
-        default_guidance,
-        cache_images,
+        default_steps: settings.num_inference_steps.value,
+        default_guidance: settings.guidance_scale.value,
+        cache_images: settings.cache_images.value,
         has_store: store.is_some(),
+        reference,
     };
-    let options = if source.toy {
-        semi_methods::MethodOptions::toy()
-    } else {
-        semi_methods::MethodOptions::default()
-    };
-    Ok(Loaded {
-        sd,
-        fingerprint,
-        store,
-        info,
-        options,
-    })
+    Ok(Loaded { model, store, info })
 }

@@ -6,7 +6,7 @@
 //! preview is a cheap fixed linear map from the 4 latent channels to RGB, the widely used
 //! approximation of SD 1.x's VAE colours (a rough, low-resolution picture, 1/8 of the size).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use semi_diffusion::pipeline::to_unit_range;
 
@@ -45,24 +45,7 @@ pub fn png_bytes(image: &Tensor, text: &[(&str, &str)]) -> Result<Vec<u8>> {
 
 /// RGB8 pixels as PNG bytes.
 pub fn encode_rgb(w: u32, h: u32, rgb: &[u8], text: &[(&str, &str)]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    {
-        let mut enc = png::Encoder::new(&mut out, w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        for (k, v) in text {
-            if v.is_ascii() {
-                enc.add_text_chunk(k.to_string(), v.to_string())?;
-            } else {
-                enc.add_itxt_chunk(k.to_string(), v.to_string())?;
-            }
-        }
-        let mut writer = enc.write_header().context("cannot write a PNG header")?;
-        writer
-            .write_image_data(rgb)
-            .context("cannot encode the PNG")?;
-    }
-    Ok(out)
+    semi_jobs::encode_png_rgb8(w, h, rgb, text)
 }
 
 #[cfg(test)]

@@ -1,22 +1,28 @@
-//! A generation request: parsing and validation, before anything is queued.
+//! A generation request: parsing, validation and the run's plan, before anything is queued.
 //!
-//! The layout goes through `semi_layout::Layout::from_json` + `check` (the CLI's `--layout`
-//! path), the numbers through `GenerateRequest::validate` (the CLI's `semi generate` path), and
-//! the method words through `semi_methods::Method::parse`; so the page, the API and the CLI
-//! refuse the same inputs with the same messages.
+//! The layout goes through `semi_layout::Layout::from_json_sized` + `check` (the CLI's
+//! `--layout` path: a layout without a size gets the model's), the method words through
+//! `semi_methods::Method::parse`, and the whole through `semi_run::Run::plan` (the CLI's
+//! `semi generate` path); so the page, the API and the CLI refuse the same inputs with the same
+//! messages and make the same image.
 
-use semi_diffusion::pipeline::GenerateRequest;
 use semi_layout::Layout;
-use semi_methods::Method;
+use semi_methods::{Guidance, Init, Method};
+use semi_run::{Choices, Request, Run};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::model::ModelInfo;
 
-/// Init words the page offers (`semi_methods::Init`).
-pub const INITS: [&str; 4] = ["gaussian", "semi", "swap", "semi+swap"];
-/// Layout-guidance words the page offers (`semi_methods::Guidance`); `none` = no guidance.
-pub const LAYOUT_METHODS: [&str; 3] = ["none", "paint", "soft"];
+/// Init words the page offers (`semi_methods::Init::ALL`).
+pub fn inits() -> Vec<&'static str> {
+    Init::ALL.iter().map(|i| i.name()).collect()
+}
+
+/// Layout-guidance words the page offers (`semi_methods::Guidance::ALL`); `none` = no guidance.
+pub fn layout_methods() -> Vec<&'static str> {
+    Guidance::ALL.iter().map(|g| g.name()).collect()
+}
 /// Upper bound on denoising steps per job (a CPU server should not be tied up for hours).
 pub const MAX_STEPS: usize = 200;
 /// Bound on the classifier-free guidance scale.
@@ -44,10 +50,8 @@ struct Body {
 /// A validated request, ready for the worker.
 #[derive(Debug, Clone)]
 pub struct JobRequest {
-    pub layout: Layout,
-    pub method: Method,
-    /// Prompt, size, seed, steps, guidance and eta (no initial latents: the method makes them).
-    pub generate: GenerateRequest,
+    /// The planned run: layout (with its seed), method, settings and sampling.
+    pub run: Run,
     /// Layout warnings (e.g. a category the prompt does not name), shown with the job.
     pub warnings: Vec<String>,
 }
@@ -59,7 +63,8 @@ impl JobRequest {
             .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
         let body: Body = serde_json::from_value(value)
             .map_err(|e| ApiError::bad_request(format!("bad request body: {e}")))?;
-        let layout = Layout::from_json(&body.layout.to_string())
+        let native = (model.width as u32, model.height as u32);
+        let (layout, size_from) = Layout::from_json_sized(&body.layout.to_string(), native)
             .map_err(|e| ApiError::invalid(format!("invalid layout: {e}")))?;
         let warnings = layout
             .check()
@@ -79,40 +84,37 @@ impl JobRequest {
                 .map_err(|e| ApiError::invalid(format!("objects[{i}].category: {e}")))?;
         }
         let method = parse_method(body.init.as_deref(), body.layout_method.as_deref())?;
-        let mut generate = GenerateRequest::new(layout.prompt.clone(), model.height, model.width);
-        generate.negative_prompt = layout.negative_prompt.clone().unwrap_or_default();
-        generate.seed = layout.seed.unwrap_or(0);
-        generate.steps = body.steps.unwrap_or(model.default_steps);
-        generate.guidance_scale = body.guidance.unwrap_or(model.default_guidance);
-        generate.eta = body.eta.unwrap_or(0.0);
-        generate
-            .validate(model.size_multiple)
-            .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+        let steps = body.steps.unwrap_or(model.default_steps);
         let max_steps = MAX_STEPS.min(model.train_timesteps);
-        if generate.steps > max_steps {
+        if steps > max_steps {
             return Err(ApiError::invalid(format!(
-                "steps {} is more than this server allows ({max_steps})",
-                generate.steps
+                "steps {steps} is more than this server allows ({max_steps})"
             )));
         }
-        if !(0.0..=MAX_GUIDANCE).contains(&generate.guidance_scale) {
+        let guidance = body.guidance.unwrap_or(model.default_guidance);
+        if !(0.0..=MAX_GUIDANCE).contains(&guidance) {
             return Err(ApiError::invalid(format!(
-                "guidance {} must lie in [0, {MAX_GUIDANCE}]",
-                generate.guidance_scale
+                "guidance {guidance} must lie in [0, {MAX_GUIDANCE}]"
             )));
         }
-        if generate.eta > 1.0 {
-            return Err(ApiError::invalid(format!(
-                "eta {} must lie in [0, 1]",
-                generate.eta
-            )));
+        let eta = body.eta.unwrap_or(0.0);
+        if eta > 1.0 {
+            return Err(ApiError::invalid(format!("eta {eta} must lie in [0, 1]")));
         }
-        Ok(JobRequest {
-            layout,
-            method,
-            generate,
-            warnings,
-        })
+        let request = Request {
+            layout: Some((layout, size_from)),
+            method: Some(method),
+            flags: Choices {
+                num_inference_steps: body.steps,
+                guidance_scale: body.guidance,
+                ..Choices::default()
+            },
+            eta,
+            ..Request::default()
+        };
+        let run = Run::plan(&model.reference, request)
+            .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+        Ok(JobRequest { run, warnings })
     }
 }
 
@@ -121,16 +123,16 @@ impl JobRequest {
 fn parse_method(init: Option<&str>, layout_method: Option<&str>) -> ApiResult<Method> {
     let init = init.unwrap_or("gaussian").trim().to_lowercase();
     let guidance = layout_method.unwrap_or("none").trim().to_lowercase();
-    if !INITS.contains(&init.as_str()) {
+    if !inits().contains(&init.as_str()) {
         return Err(ApiError::invalid(format!(
             "init {init:?} is not one of {}",
-            INITS.join(", ")
+            inits().join(", ")
         )));
     }
-    if !LAYOUT_METHODS.contains(&guidance.as_str()) {
+    if !layout_methods().contains(&guidance.as_str()) {
         return Err(ApiError::invalid(format!(
             "layout_method {guidance:?} is not one of {}",
-            LAYOUT_METHODS.join(", ")
+            layout_methods().join(", ")
         )));
     }
     let text = if guidance == "none" {

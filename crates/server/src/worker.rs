@@ -1,7 +1,7 @@
 //! The generation worker: one thread per model (candle's forward passes block), loading the
-//! model and then running queued jobs one at a time through `semi_methods::generate`, the path
-//! `semi generate` and `semi eval` use, so the page's image equals the CLI's for the same
-//! layout, seed and method.
+//! model and then running queued jobs one at a time through `semi_run::Run`, the path `semi
+//! generate` and `semi eval` use, so the page's image equals the CLI's for the same layout, seed
+//! and method.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,11 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use semi_diffusion::image::ImageParams;
 use semi_diffusion::latents_io::npy_bytes;
-use semi_methods::MethodOptions;
-use semi_tickets::names::normalize_categories;
-use semi_tickets::{ProbeOptions, Store};
+use semi_run::StoreSpec;
+use semi_tickets::Store;
 
 use crate::jobs::{Outputs, Shared, Status};
 use crate::model::{self, Loaded, ModelInfo, ModelSource};
@@ -84,30 +82,22 @@ fn store_for(m: &Loaded, shared: &Shared, id: u64, req: &JobRequest) -> Result<O
     if m.store.is_some() {
         return Ok(None);
     }
-    let categories = normalize_categories(&req.layout.categories())?;
-    let partners: Vec<String> = if categories.len() >= 2 {
-        Vec::new()
-    } else if let model::Vocabulary::Toy(all) = &m.info.categories {
-        all.iter()
-            .filter(|c| !categories.contains(c))
-            .cloned()
-            .collect()
-    } else {
+    if req.run.layout.categories().len() < 2 && m.model.vocabulary().is_none() {
         bail!(
             "a layout with the single category {:?} has nothing to contrast it with on the fly: \
              add a second category or start the server with --store",
-            categories[0]
+            req.run
+                .layout
+                .categories()
+                .first()
+                .cloned()
+                .unwrap_or_default()
         );
-    };
+    }
     shared.update(id, |j| j.phase = "collecting tickets".into());
-    let probe = ProbeOptions::new(m.info.height, m.info.width);
-    let store = semi_methods::cache_store(
-        &m.sd,
-        &m.fingerprint,
-        &probe,
-        &categories,
-        &partners,
-        m.info.cache_images,
+    let store = req.run.store(
+        &m.model,
+        &StoreSpec::default(),
         &mut |p| {
             let phase = format!(
                 "collecting tickets ({}/{} probe passes)",
@@ -115,6 +105,7 @@ fn store_for(m: &Loaded, shared: &Shared, id: u64, req: &JobRequest) -> Result<O
             );
             shared.update(id, |j| j.phase = phase);
         },
+        &mut |line| eprintln!("{line}"),
     )?;
     Ok(Some(store))
 }
@@ -126,7 +117,8 @@ fn run_job(
     req: &JobRequest,
     cancel: &AtomicBool,
 ) -> Result<Outputs> {
-    let cache = if req.method.needs_store() {
+    let run = &req.run;
+    let cache = if run.needs_store() {
         store_for(m, shared, id, req)?
     } else {
         None
@@ -136,61 +128,38 @@ fn run_job(
         bail!(CANCELLED);
     }
     shared.update(id, |j| j.phase = "denoising".into());
-    let options: MethodOptions = m.options.clone();
     let pixel_space = m.info.pixel_space;
-    let generation = semi_methods::generate(
-        &m.sd,
-        &req.layout,
-        &req.generate,
-        &req.method,
-        store,
-        &options,
-        &mut |ev| {
-            if cancel.load(Ordering::SeqCst) {
-                bail!(CANCELLED);
+    let generation = run.generate(&m.model, store, &mut |ev| {
+        if cancel.load(Ordering::SeqCst) {
+            bail!(CANCELLED);
+        }
+        // A preview that cannot be drawn is not worth failing the job for.
+        let png = preview::latents_to_image(ev.pred_original, pixel_space)
+            .and_then(|t| preview::png_bytes(&t, &[]))
+            .ok();
+        let (step, steps) = (ev.step + 1, ev.num_steps);
+        shared.update(id, |j| {
+            j.step = step;
+            j.steps = steps;
+            if let Some(png) = png {
+                j.preview_png = Some(Arc::new(png));
             }
-            // A preview that cannot be drawn is not worth failing the job for.
-            let png = preview::latents_to_image(ev.pred_original, pixel_space)
-                .and_then(|t| preview::png_bytes(&t, &[]))
-                .ok();
-            let (step, steps) = (ev.step + 1, ev.num_steps);
-            shared.update(id, |j| {
-                j.step = step;
-                j.steps = steps;
-                if let Some(png) = png {
-                    j.preview_png = Some(Arc::new(png));
-                }
-            });
-            Ok(())
-        },
-    )?;
+        });
+        Ok(())
+    })?;
     shared.update(id, |j| j.phase = "finishing".into());
 
-    let mut extra = generation.prepared_metadata.clone();
-    extra.insert("method".into(), req.method.name().into());
-    extra.insert("layout".into(), serde_json::to_value(&req.layout)?);
-    let g = &req.generate;
-    let params = ImageParams {
-        prompt: g.prompt.clone(),
-        negative_prompt: g.negative_prompt.clone(),
-        seed: g.seed,
-        steps: g.steps,
-        guidance: g.guidance_scale,
-        eta: g.eta,
-        model: m.info.name.clone(),
-        width: g.width,
-        height: g.height,
-        extra,
-    };
+    let mut params = run.params(&m.info.name, &generation);
+    // A layout without boxes is still the page's request.
+    params
+        .extra
+        .insert("layout".into(), serde_json::to_value(&run.layout)?);
     let json = serde_json::to_string(&params)?;
     let image_png = preview::png_bytes(&generation.image, &[("parameters", &json)])?;
 
     // Unit-variance initial latents, before init_noise_sigma (what `semi generate --latents`
     // takes and what the probe expects).
-    let initial = generation
-        .initial
-        .to_device(&candle_core::Device::Cpu)?
-        .to_dtype(candle_core::DType::F32)?;
+    let initial = semi_run::run::cpu_f32(&generation.initial)?;
     let flat: Vec<f32> = initial.flatten_all()?.to_vec1()?;
     let initial_npy = npy_bytes(&flat, initial.dims());
 

@@ -55,6 +55,23 @@ async fn generate_poll_and_fetch_the_image() {
 
     let list = http.get("/api/jobs").await.json();
     assert_eq!(list["jobs"][0]["id"], id);
+
+    // A layout without a size gets the model's (and the image's metadata says so); the model's
+    // settings give the steps.
+    let mut unsized_layout = toy_layout();
+    let map = unsized_layout.as_object_mut().unwrap();
+    map.remove("width");
+    map.remove("height");
+    let r = http
+        .post_json("/api/jobs", &json!({"layout": unsized_layout, "steps": 2}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_u64().unwrap();
+    let job = http.wait_job(id, Duration::from_secs(120)).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let img = http.get(job["image"].as_str().unwrap()).await;
+    assert_eq!(decode_png(&img.body).0, 32);
+    assert_eq!(info["model"]["default_guidance"], 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,9 +12,8 @@
 //!    [`save_latents`] writes them as safetensors (`latents`) or `.npy`.
 //!
 //! [`SdProber`] ([`mod@probe`]) is the real probe on a loaded Stable Diffusion model;
-//! [`FakeProber`] stands in for the UNet probe in tests and benchmarks ([`mod@bench`]).
+//! [`FakeProber`] stands in for the UNet probe in tests and benchmarks (crate `semi-bench`).
 
-pub mod bench;
 pub mod cache;
 pub mod construct;
 pub mod fingerprint;

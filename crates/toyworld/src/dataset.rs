@@ -19,9 +19,8 @@ use crate::category::Category;
 use crate::scene::{Scene, SceneRecord, WorldConfig};
 use anyhow::{ensure, Context, Result};
 use safetensors::tensor::{Dtype, TensorView};
+use semi_jobs::write_atomic;
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// The `format` metadata value; bump it if the layout above changes.
@@ -127,44 +126,11 @@ pub fn write_dataset(
     })
 }
 
-/// Writes `bytes` to a temporary file beside `path`, syncs it, and renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> Result<()> {
-        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut w = BufWriter::new(file);
-        w.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("flushing {}", tmp.display()))?;
-        file.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use safetensors::SafeTensors;
+    use std::fs;
 
     fn i64s(bytes: &[u8]) -> Vec<i64> {
         bytes
@@ -240,6 +206,9 @@ mod tests {
         assert!(write_dataset(&dir.path().join("a.jsonl"), 3, 1, &cfg).is_err());
         let missing = dir.path().join("no/such/dir/a.safetensors");
         let err = format!("{:#}", write_dataset(&missing, 3, 1, &cfg).unwrap_err());
-        assert!(err.contains("creating"), "{err}");
+        assert!(
+            err.contains("cannot create") && err.contains("no/such/dir"),
+            "{err}"
+        );
     }
 }

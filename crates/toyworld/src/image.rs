@@ -2,7 +2,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::BufReader;
 use std::path::Path;
 
 /// An 8-bit RGB image stored row-major as `[r, g, b, r, g, b, ...]`.
@@ -131,27 +131,13 @@ impl RgbImage {
         }
     }
 
-    /// Writes an 8-bit RGB PNG, with optional `tEXt` chunks (keyword, text).
+    /// Writes an 8-bit RGB PNG, with optional text chunks (keyword, text): `tEXt` when the text
+    /// is ASCII, UTF-8 `iTXt` otherwise ([`semi_jobs::write_png_rgb8`]).
     pub fn save_png(&self, path: &Path, text: &[(&str, &str)]) -> Result<()> {
         let file =
             File::create(path).with_context(|| format!("creating PNG {}", path.display()))?;
-        let mut enc = png::Encoder::new(BufWriter::new(file), self.width, self.height);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        for (k, v) in text {
-            enc.add_text_chunk(k.to_string(), v.to_string())
-                .with_context(|| format!("adding PNG text chunk {k:?}"))?;
-        }
-        let mut writer = enc
-            .write_header()
-            .with_context(|| format!("writing PNG header {}", path.display()))?;
-        writer
-            .write_image_data(&self.data)
-            .with_context(|| format!("writing PNG data {}", path.display()))?;
-        writer
-            .finish()
-            .with_context(|| format!("finishing PNG {}", path.display()))?;
-        Ok(())
+        semi_jobs::write_png_rgb8(file, self.width, self.height, &self.data, text)
+            .with_context(|| format!("writing PNG {}", path.display()))
     }
 
     /// Reads a PNG as 8-bit RGB (greyscale and palette images are expanded, alpha is dropped,

@@ -1,6 +1,6 @@
 //! `semi eval generate`: one method's images for one shard of a layouts file, through
 //! `semi_eval::generate_shard` (ids, seeds, atomic outputs, resume, manifest) with
-//! `semi_methods::generate` making each image, the same path as `semi generate`.
+//! `semi_run::Run` making each image, the same path as `semi generate`.
 //!
 //! Each sidecar's `info` holds the generator's `settings` (model fingerprint, steps, guidance,
 //! eta, and what the method uses of the strengths, selection rule and ticket store). Resuming
@@ -12,30 +12,27 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use semi_diffusion::pipeline::GenerateRequest;
 use semi_eval::{Generated, ItemState, MethodDir, Plan, PlanItem, Shard, ShardManifest};
-use semi_methods::{Guidance, Init, Method, MethodOptions};
-use semi_tickets::names::normalize_categories;
+use semi_methods::Method;
+use semi_run::{Choices, Model, ModelRef, Request, Run, StoreSpec};
 use semi_tickets::Store;
 use semi_toyworld::RgbImage;
 use serde_json::{json, Value};
 
-use crate::common::{load_model, LoadedModel, ProbeArgs, TicketArgs};
-use crate::generate::{select_device, DeviceArg};
+use crate::common::{DeviceArg, ProbeArgs, TicketArgs};
 
 /// Generation flags shared by `eval generate` and `eval run`.
 #[derive(Args, Debug, Clone)]
 pub struct GenOpts {
     /// A diffusers folder, a Hugging Face repo id in the local cache, or `toy` (embedded).
-    #[arg(long, default_value = crate::embedded::TOY_MODEL)]
+    #[arg(long, default_value = crate::common::TOY_MODEL)]
     pub model: String,
-    /// DDIM steps.
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// Classifier-free guidance scale (<= 1 turns it off).
-    #[arg(long, default_value_t = 7.5)]
-    pub guidance: f64,
+    /// DDIM steps [default: the model's, else 50].
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Classifier-free guidance scale (<= 1 turns it off) [default: the model's, else 7.5].
+    #[arg(long, allow_negative_numbers = true)]
+    pub guidance: Option<f64>,
     /// DDIM eta (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
@@ -79,135 +76,96 @@ pub struct GenerateArgs {
 }
 
 impl GenOpts {
-    /// The strengths and SemI settings of these flags.
-    pub fn method_options(&self) -> Result<MethodOptions> {
-        let mut o = MethodOptions {
-            rule: self.tickets.rule.rule()?,
-            recalibrate: self.tickets.recalibrate,
-            colour_control: self.colour_control,
-            ..MethodOptions::default()
-        };
-        for (flag, value, slot) in [
-            ("--paint-weight", self.paint_weight, &mut o.paint_weight),
-            ("--soft-weight", self.soft_weight, &mut o.soft_weight),
-        ] {
-            if let Some(v) = value {
-                if !(v.is_finite() && v >= 0.0) {
-                    bail!("{flag} {v} must be a finite number >= 0");
-                }
-                *slot = v;
-            }
-        }
-        Ok(o)
+    /// The settings given explicitly.
+    fn choices(&self) -> Result<Choices> {
+        Ok(Choices {
+            guidance_scale: self.guidance,
+            num_inference_steps: self.steps,
+            probe_layers: self.probe.layers.clone(),
+            ..self.tickets.choices()?
+        })
     }
 
     /// Flag checks that need no model.
     pub fn check(&self) -> Result<()> {
-        if self.steps == 0 {
+        if self.steps == Some(0) {
             bail!("--steps must be at least 1");
         }
-        if !self.guidance.is_finite() || !self.eta.is_finite() {
+        if !self.guidance.unwrap_or(0.0).is_finite() || !self.eta.is_finite() {
             bail!("--guidance and --eta must be finite numbers");
         }
-        if self.tickets.n == 0 {
-            bail!("--n must be at least 1 noise image");
+        for (flag, value) in [
+            ("--paint-weight", self.paint_weight),
+            ("--soft-weight", self.soft_weight),
+        ] {
+            if let Some(v) = value.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                bail!("{flag} {v} must be a finite number >= 0");
+            }
         }
-        self.method_options().map(|_| ())
+        self.probe.check()?;
+        self.choices().map(|_| ())
+    }
+
+    /// `method`'s run for the plan's first layout (each item then gets its own layout and seed).
+    fn run(&self, model: &ModelRef, plan: &Plan, method: Method) -> Result<Run> {
+        let first = plan.items().first().context("the plan has no layouts")?;
+        Run::plan(
+            model,
+            Request {
+                layout: Some((first.layout.clone(), semi_layout::SizeFrom::Layout)),
+                seed: Some(first.seed),
+                method: Some(method),
+                flags: self.choices()?,
+                authors_rule: self.tickets.rule.authors(),
+                eta: self.eta,
+                paint_weight: self.paint_weight,
+                soft_weight: self.soft_weight,
+                colour_control: self.colour_control,
+                ..Request::default()
+            },
+        )
     }
 }
 
-/// A loaded model, ticket store and options: makes the images of any method.
+/// A loaded model and ticket store: makes the images of any method.
 pub struct Generator {
-    model: LoadedModel,
+    model: Model,
     store: Option<Store>,
-    options: MethodOptions,
     opts: GenOpts,
 }
 
 impl Generator {
-    /// Load the model, and the ticket store when one of `methods` needs it.
+    /// Load the model, and the ticket store when one of `methods` needs it: `--store`, checked
+    /// against the model, or the cache store filled with every category pair of the plan.
     pub fn new(opts: &GenOpts, plan: &Plan, methods: &[Method]) -> Result<Generator> {
         opts.check()?;
-        let options = opts.method_options()?;
-        let device = select_device(opts.device)?;
-        let model = load_model(&opts.model, &device)?;
-        let store = if methods.iter().any(Method::needs_store) {
-            Some(open_store(opts, &model, plan)?)
-        } else {
-            None
+        let device = opts.device.device()?;
+        let reference = ModelRef::resolve(&opts.model, semi_diffusion::loading::Variant::Full)?;
+        // Every method's flags are checked before the weights are read.
+        let runs: Vec<Run> = methods
+            .iter()
+            .map(|m| opts.run(&reference, plan, *m))
+            .collect::<Result<_>>()?;
+        let model = reference.load(
+            &device,
+            semi_diffusion::precision::Precision::uniform(candle_core::DType::F32),
+        )?;
+        let store = match runs.iter().find(|r| r.needs_store()) {
+            Some(run) => Some(open_store(opts, &model, run, plan)?),
+            None => None,
         };
         Ok(Generator {
             model,
             store,
-            options,
             opts: opts.clone(),
         })
     }
 
-    /// What decides an image besides its layout and seed (see the module docs).
-    pub fn settings(&self, method: &Method) -> Value {
-        let mut s = json!({
-            "model_fingerprint": self.model.fingerprint,
-            "steps": self.opts.steps,
-            "guidance": self.opts.guidance,
-            "eta": self.opts.eta,
-        });
-        let map = s.as_object_mut().expect("an object");
-        match method.guidance {
-            Guidance::None => {}
-            Guidance::Paint => {
-                map.insert("paint_weight".into(), self.options.paint_weight.into());
-            }
-            Guidance::Soft => {
-                map.insert("soft_weight".into(), self.options.soft_weight.into());
-            }
-        }
-        if matches!(method.init, Init::Swap | Init::SemiSwap) {
-            map.insert("swap".into(), format!("{:?}", self.options.swap).into());
-        }
-        if method.needs_store() {
-            map.insert("rule".into(), format!("{:?}", self.options.rule).into());
-            map.insert("recalibrate".into(), self.options.recalibrate.into());
-            if self.options.colour_control {
-                map.insert("colour_control".into(), true.into());
-            }
-            if let Some(store) = &self.store {
-                map.insert(
-                    "store".into(),
-                    json!({
-                        "probe": store.fingerprint().digest(),
-                        "images": store.n_images(),
-                        "pairs": store.pairs().len(),
-                    }),
-                );
-            }
-        }
-        s
-    }
-
     /// One image (the generation callback).
-    pub fn image(&self, item: &PlanItem, method: &Method, settings: &Value) -> Result<Generated> {
-        let layout = &item.layout;
-        let mut req = GenerateRequest::new(
-            layout.prompt.clone(),
-            layout.height as usize,
-            layout.width as usize,
-        );
-        req.negative_prompt = layout.negative_prompt.clone().unwrap_or_default();
-        req.seed = item.seed;
-        req.steps = self.opts.steps;
-        req.guidance_scale = self.opts.guidance;
-        req.eta = self.opts.eta;
+    fn image(&self, item: &PlanItem, run: &Run, settings: &Value) -> Result<Generated> {
+        let run = run.for_layout(&item.layout, item.seed);
         let start = Instant::now();
-        let g = semi_methods::generate(
-            &self.model.sd,
-            layout,
-            &req,
-            method,
-            self.store.as_ref(),
-            &self.options,
-            &mut |_| Ok(()),
-        )?;
+        let g = run.generate(&self.model, self.store.as_ref(), &mut |_| Ok(()))?;
         let seconds = start.elapsed().as_secs_f64();
         let (w, h, rgb) = semi_diffusion::image::to_rgb8(&g.image)?;
         let image = RgbImage::from_raw(w, h, rgb)?;
@@ -232,12 +190,17 @@ impl Generator {
     ) -> Result<ShardManifest> {
         let name = method.name();
         let dir = MethodDir::new(out, &name)?;
-        let settings = self.settings(method);
+        let run = self.opts.run(&self.model.reference, plan, *method)?;
+        let settings = run.decisive_settings(self.model.fingerprint()?, self.store.as_ref());
         check_settings(&dir, plan, shard, &settings)?;
         let todo = plan.shard_items(shard).count();
-        let bar = progress_bar(&name, todo);
+        let bar = crate::common::bar(
+            "{msg} {pos}/{len} [{bar:30}] ETA {eta_precise}",
+            todo,
+            &name,
+        );
         let manifest = semi_eval::generate_shard(&dir, plan, shard, |item| {
-            let r = self.image(item, method, &settings);
+            let r = self.image(item, &run, &settings);
             bar.inc(1);
             r
         });
@@ -297,44 +260,23 @@ fn differences(theirs: &Value, ours: &Value) -> String {
         .join(", ")
 }
 
-fn progress_bar(name: &str, len: usize) -> ProgressBar {
-    let pb = ProgressBar::new(len as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} {pos}/{len} [{bar:30}] ETA {eta_precise}")
-            .expect("valid progress template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(name.to_string());
-    pb
-}
-
-/// `--store`, checked against the model, or the cache store filled with every category pair
-/// of the plan.
-fn open_store(opts: &GenOpts, model: &LoadedModel, plan: &Plan) -> Result<Store> {
-    if let Some(dir) = &opts.tickets.store {
-        let store = Store::open(dir)?;
-        semi_methods::check_store_model(&store, &model.fingerprint, &opts.model)?;
-        return Ok(store);
-    }
-    let first = &plan.items()[0].layout;
-    if let Some(other) = plan
-        .items()
-        .iter()
-        .find(|it| (it.layout.width, it.layout.height) != (first.width, first.height))
-    {
-        bail!(
-            "layouts of several sizes ({}x{} and {}x{} for {:?}) need a collected --store: \
-             the cache store serves one size",
-            first.width,
-            first.height,
-            other.layout.width,
-            other.layout.height,
-            other.id
-        );
-    }
-    let probe = opts
-        .probe
-        .options(first.height as usize, first.width as usize)?;
+/// The store of a batch (see [`Generator::new`]).
+fn open_store(opts: &GenOpts, model: &Model, run: &Run, plan: &Plan) -> Result<Store> {
+    let spec = StoreSpec {
+        given: opts.tickets.store.as_deref(),
+        partners: opts.tickets.partners()?,
+        pairs_per_pass: opts.probe.pairs_per_pass,
+    };
+    let (height, width) = if spec.given.is_some() {
+        (run.layout.height as usize, run.layout.width as usize)
+    } else {
+        semi_run::store::one_size(
+            plan.items()
+                .iter()
+                .map(|it| (it.id.as_str(), it.layout.width, it.layout.height)),
+        )?
+        .context("the plan has no layouts")?
+    };
     let mut names: Vec<String> = plan
         .items()
         .iter()
@@ -342,20 +284,16 @@ fn open_store(opts: &GenOpts, model: &LoadedModel, plan: &Plan) -> Result<Store>
         .collect();
     names.sort();
     names.dedup();
-    let categories = normalize_categories(&names)?;
-    let partners = match &opts.tickets.partners {
-        Some(list) => semi_tickets::names::parse_category_list(list)?,
-        None => Vec::new(),
-    };
     let mut bar = crate::common::CollectBar::new("cache store");
-    let store = semi_methods::cache_store(
-        &model.sd,
-        &model.fingerprint,
-        &probe,
-        &categories,
-        &partners,
-        opts.tickets.n,
+    let store = semi_run::store::open(
+        model,
+        &spec,
+        &run.settings,
+        &names,
+        height,
+        width,
         &mut |p| bar.update(p),
+        &mut |line| eprintln!("{line}"),
     );
     bar.finish();
     store.context("filling the cache ticket store")

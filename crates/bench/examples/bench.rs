@@ -1,9 +1,9 @@
-//! Runs the `semi bench` table from the library: `cargo run --release -p semi-diffusion --example
+//! Runs the `semi bench` table from the library: `cargo run --release -p semi-bench --example
 //! bench -- [--runs N] [--only SUBSTRING]... [--torch PYTHON] [--size PIXELS]
 //! [--weights f32,f16]`.
 
 use anyhow::{bail, Context, Result};
-use semi_diffusion::bench::{self, BenchOptions};
+use semi_bench::models::{self as bench, BenchOptions};
 
 fn main() -> Result<()> {
     let mut opts = BenchOptions::default();

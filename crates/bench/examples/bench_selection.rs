@@ -1,11 +1,11 @@
 //! Selection timings on a synthetic 700-pair x 100-image store (80 categories, SD shapes).
-//! `cargo run --release -p semi-tickets --example bench_selection [STORE_DIR]`; the store is
+//! `cargo run --release -p semi-bench --example bench_selection [STORE_DIR]`; the store is
 //! built there (or in a temporary directory) on first use and reused after.
 
 use std::time::Instant;
 
 use anyhow::Result;
-use semi_tickets::bench::{bench_requests, build_synthetic_store, time_selection};
+use semi_bench::selection::{bench_requests, ensure_synthetic_store, time_rules};
 use semi_tickets::{construct, InitMethod, InitOptions, Rule, Store};
 
 fn main() -> Result<()> {
@@ -14,13 +14,8 @@ fn main() -> Result<()> {
     let dir = arg
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| tmp.path().join("store"));
-    if !dir.join("manifest.json").exists() {
-        let t = Instant::now();
-        build_synthetic_store(&dir, 80, 700, 100, 0)?;
-        println!(
-            "built synthetic store in {:.1} s",
-            t.elapsed().as_secs_f64()
-        );
+    if let Some(built) = ensure_synthetic_store(&dir)? {
+        println!("built synthetic store in {:.1} s", built.as_secs_f64());
     }
     let t = Instant::now();
     let store = Store::open(&dir)?;
@@ -36,12 +31,9 @@ fn main() -> Result<()> {
         store.n_blocks()
     );
     let requests = bench_requests(&store);
-    for (name, rule) in [
-        ("paper", Rule::paper(0.5, 0.1)?),
-        ("authors", Rule::authors()),
-    ] {
+    for (name, timings) in time_rules(&dir, &requests, 20)? {
         println!("rule {name}:");
-        for t in time_selection(&dir, &requests, &rule, 20)? {
+        for t in timings {
             println!("  {t}");
         }
     }

@@ -18,12 +18,12 @@ static TOY: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../models/toy");
 pub const TOY_MODEL: &str = "toy";
 
 /// Resolves a `--model` argument: `toy` is the embedded model, anything else a diffusers folder
-/// or a Hugging Face repo id in the local cache.
-pub fn resolve_model_arg(spec: &str) -> Result<PathBuf> {
+/// or a Hugging Face repo id in the local cache. Also says whether it is the embedded model.
+pub fn resolve_model_arg(spec: &str) -> Result<(PathBuf, bool)> {
     if spec == TOY_MODEL && !Path::new(spec).is_dir() {
-        toy_model_dir()
+        Ok((toy_model_dir()?, true))
     } else {
-        resolve_model(spec)
+        Ok((resolve_model(spec)?, false))
     }
 }
 

@@ -1,16 +1,12 @@
 //! Selection and construction timings on a synthetic store (the 700 pairs x 100 images),
-//! for `semi bench` and `cargo run --release -p semi-tickets --example bench_selection`.
+//! for `semi tickets bench` and `cargo run --release -p semi-bench --example bench_selection`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::names::{all_pairs, Pair};
-use crate::prober::FakeProber;
-use crate::select::{select, Rule};
-use crate::store::collect::{collect, CollectRequest};
-use crate::store::Store;
+use semi_tickets::{all_pairs, collect, select, CollectRequest, FakeProber, Pair, Rule, Store};
 
 /// `n_pairs` pairs spread evenly over `n_categories` categories `c00`, `c01`, ...: every
 /// `k`-th pair of all `n(n-1)/2` in canonical order, so every category has partners.
@@ -44,6 +40,17 @@ pub fn build_synthetic_store(
     };
     collect(dir, &mut prober, &request, &mut |_| {})?;
     Store::open(dir)
+}
+
+/// Builds the benches' synthetic store at `dir` (80 categories, 700 pairs x 100 images, seed 0)
+/// unless `dir` already holds a store; returns how long the build took, if it built.
+pub fn ensure_synthetic_store(dir: &Path) -> Result<Option<Duration>> {
+    if dir.join("manifest.json").exists() {
+        return Ok(None);
+    }
+    let t = Instant::now();
+    build_synthetic_store(dir, 80, 700, 100, 0)?;
+    Ok(Some(t.elapsed()))
 }
 
 /// Timings of one selection request.
@@ -113,6 +120,22 @@ pub fn time_selection(
     Ok(out)
 }
 
+/// [`time_selection`] under each rule the benches compare: `paper` (thresholds 0.5, 0.1) and
+/// `authors`, named.
+pub fn time_rules(
+    dir: &Path,
+    requests: &[Vec<String>],
+    repeats: usize,
+) -> Result<Vec<(&'static str, Vec<SelectionTiming>)>> {
+    [
+        ("paper", Rule::paper(0.5, 0.1)?),
+        ("authors", Rule::authors()),
+    ]
+    .into_iter()
+    .map(|(name, rule)| Ok((name, time_selection(dir, requests, &rule, repeats)?)))
+    .collect()
+}
+
 /// Requests of 1, 2 and 3 categories for timing: the best-connected categories of the store (so
 /// each request reads as many partner pairs as possible) whose every pair is in the store (as
 /// the several-category rule needs).
@@ -137,4 +160,23 @@ pub fn bench_requests(store: &Store) -> Vec<Vec<String>> {
         }
     }
     (1..=pick.len()).map(|k| pick[..k].to_vec()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_both_rules_on_a_small_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = build_synthetic_store(dir.path(), 4, 6, 2, 0).unwrap();
+        assert_eq!(store.pairs().len(), 6);
+        let requests = bench_requests(&store);
+        assert_eq!(requests.len(), 3);
+        let timed = time_rules(dir.path(), &requests, 1).unwrap();
+        let names: Vec<&str> = timed.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["paper", "authors"]);
+        assert!(timed.iter().all(|(_, t)| t.len() == requests.len()));
+        assert_eq!(timed[0].1[0].pairs_read, 3);
+    }
 }

@@ -8,15 +8,17 @@
 //! threads, diffusers modules with default random init) right after ours, in the same invocation,
 //! and the table gains PyTorch's median and the ratio ours / PyTorch.
 
-use crate::config::{TextEncoderConfig, UNetConfig, VaeConfig};
-use crate::controller::AttentionRecorder;
-use crate::precision::Precision;
 use crate::random_weights::{build_seeded_with, DEFAULT_BASE_SEED};
-use crate::text_encoder::ClipTextModel;
-use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
-use crate::vae::AutoencoderKL;
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use semi_diffusion::config::{TextEncoderConfig, UNetConfig, VaeConfig};
+use semi_diffusion::controller::AttentionRecorder;
+use semi_diffusion::noise;
+use semi_diffusion::precision::Precision;
+use semi_diffusion::text_encoder::ClipTextModel;
+use semi_diffusion::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
+use semi_diffusion::vae::AutoencoderKL;
 use std::time::Instant;
 
 /// The SD 1.5 UNet config (runwayml/stable-diffusion-v1-5 `unet/config.json`).
@@ -112,13 +114,21 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn time_row(work: &str, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<BenchRow> {
+/// Announces the row `work` to `progress`, then times `f` (its result is dropped).
+fn time_row<T, E: Into<anyhow::Error>>(
+    work: &str,
+    runs: usize,
+    progress: &mut dyn FnMut(&str),
+    mut f: impl FnMut() -> std::result::Result<T, E>,
+) -> Result<BenchRow> {
+    progress(work);
     let resettable = reset_peak();
-    f().with_context(|| format!("bench `{work}`: warm-up run failed"))?;
+    f().map_err(Into::into)
+        .with_context(|| format!("bench `{work}`: warm-up run failed"))?;
     let mut seconds = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let t = Instant::now();
-        f()?;
+        f().map_err(Into::into)?;
         seconds.push(t.elapsed().as_secs_f64());
     }
     Ok(BenchRow {
@@ -139,6 +149,19 @@ pub fn parse_weights(list: &str) -> Result<Vec<DType>> {
             other => anyhow::bail!("--weights: `{other}` is not f32 or f16"),
         })
         .collect()
+}
+
+/// A model of the bench built on the CPU with [`DEFAULT_BASE_SEED`]'s random weights.
+fn seeded<M>(
+    precision: Precision,
+    make: impl Fn(VarBuilder<'static>) -> candle_core::Result<M>,
+) -> Result<M> {
+    Ok(build_seeded_with(
+        DEFAULT_BASE_SEED,
+        precision,
+        &Device::Cpu,
+        make,
+    )?)
 }
 
 /// Runs the table. `progress` is told which row starts (building SD-size weights takes a while).
@@ -181,30 +204,23 @@ fn run_rows(
     if unet_rows.iter().any(|r| wanted(r)) {
         progress("building the SD-1.5-size UNet with random weights");
         let cfg = UNetConfig::parse(SD15_UNET)?;
-        let unet = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
-            UNet2DConditionModel::new(vb, &cfg)
-        })?;
-        let sample1 = crate::noise::randn(7, &[1, 4, h, w], &dev)?;
-        let text1 = crate::noise::randn(8, &[1, 77, 768], &dev)?;
+        let unet = seeded(precision, |vb| UNet2DConditionModel::new(vb, &cfg))?;
+        let sample1 = noise::randn(7, &[1, 4, h, w], &dev)?;
+        let text1 = noise::randn(8, &[1, 77, 768], &dev)?;
         let sample2 = Tensor::cat(&[&sample1, &sample1], 0)?;
         let text2 = Tensor::cat(&[&text1, &text1], 0)?;
         if wanted(&unet_rows[0]) {
-            progress(&unet_rows[0]);
-            rows.push(time_row(&unet_rows[0], opts.runs, || {
-                unet.forward(&sample1, 981.0, &text1)?;
-                Ok(())
+            rows.push(time_row(&unet_rows[0], opts.runs, progress, || {
+                unet.forward(&sample1, 981.0, &text1)
             })?);
         }
         if wanted(&unet_rows[1]) {
-            progress(&unet_rows[1]);
-            rows.push(time_row(&unet_rows[1], opts.runs, || {
-                unet.forward(&sample2, 981.0, &text2)?;
-                Ok(())
+            rows.push(time_row(&unet_rows[1], opts.runs, progress, || {
+                unet.forward(&sample2, 981.0, &text2)
             })?);
         }
         if wanted(&unet_rows[2]) {
-            progress(&unet_rows[2]);
-            rows.push(time_row(&unet_rows[2], opts.runs, || {
+            rows.push(time_row(&unet_rows[2], opts.runs, progress, || {
                 let mut rec = AttentionRecorder::for_paths([PROBE_LAYER]);
                 let out = unet.forward_with(
                     &sample1,
@@ -225,7 +241,7 @@ fn run_rows(
                     "the probe pass recorded {} maps",
                     rec.records.len()
                 );
-                Ok(())
+                anyhow::Ok(())
             })?);
         }
     }
@@ -234,9 +250,7 @@ fn run_rows(
     if wanted(text_row) {
         progress("building the SD-1.5-size text encoder with random weights");
         let cfg = TextEncoderConfig::parse(SD15_TEXT)?;
-        let te = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
-            ClipTextModel::new(vb, &cfg)
-        })?;
+        let te = seeded(precision, |vb| ClipTextModel::new(vb, &cfg))?;
         let ids: Vec<u32> = (0..77u32)
             .map(|i| {
                 if i == 0 {
@@ -249,10 +263,8 @@ fn run_rows(
             })
             .collect();
         let ids = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
-        progress(text_row);
-        rows.push(time_row(text_row, opts.runs, || {
-            te.forward(&ids)?;
-            Ok(())
+        rows.push(time_row(text_row, opts.runs, progress, || {
+            te.forward(&ids)
         })?);
     }
 
@@ -260,14 +272,10 @@ fn run_rows(
     if wanted(vae_row) {
         progress("building the SD-size VAE with random weights");
         let cfg = VaeConfig::parse(SD15_VAE)?;
-        let vae = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
-            AutoencoderKL::new(vb, &cfg)
-        })?;
-        let latents = crate::noise::randn(9, &[1, 4, h, w], &dev)?;
-        progress(vae_row);
-        rows.push(time_row(vae_row, opts.runs, || {
-            vae.decode(&latents)?;
-            Ok(())
+        let vae = seeded(precision, |vb| AutoencoderKL::new(vb, &cfg))?;
+        let latents = noise::randn(9, &[1, 4, h, w], &dev)?;
+        rows.push(time_row(vae_row, opts.runs, progress, || {
+            vae.decode(&latents)
         })?);
     }
     let gen_row = &format!(
@@ -281,28 +289,21 @@ fn run_rows(
             UNetConfig::parse(SD15_UNET)?,
         );
         let vae_cfg = VaeConfig::parse(SD15_VAE)?;
-        let te = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
-            ClipTextModel::new(vb, &te_cfg)
-        })?;
-        let unet = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
-            UNet2DConditionModel::new(vb, &unet_cfg)
-        })?;
-        let vae = build_seeded_with(DEFAULT_BASE_SEED, precision, &dev, |vb| {
-            AutoencoderKL::new(vb, &vae_cfg)
-        })?;
+        let te = seeded(precision, |vb| ClipTextModel::new(vb, &te_cfg))?;
+        let unet = seeded(precision, |vb| UNet2DConditionModel::new(vb, &unet_cfg))?;
+        let vae = seeded(precision, |vb| AutoencoderKL::new(vb, &vae_cfg))?;
         let ids = Tensor::new(&[[49406u32; 1], [49407u32; 1]], &dev)?
             .reshape((2, 1))?
             .repeat((1, 77))?;
-        let latents = crate::noise::randn(9, &[1, 4, h, w], &dev)?;
-        progress(gen_row);
-        rows.push(time_row(gen_row, opts.runs.min(1), || {
+        let latents = noise::randn(9, &[1, 4, h, w], &dev)?;
+        rows.push(time_row(gen_row, opts.runs.min(1), progress, || {
             let text = Tensor::cat(
                 &[&te.forward(&ids.i(0..1)?)?, &te.forward(&ids.i(1..2)?)?],
                 0,
             )?;
             let eps = unet.forward(&Tensor::cat(&[&latents, &latents], 0)?, 981.0, &text)?;
             vae.decode(&(latents.clone() - eps.i(0..1)?)?)?;
-            Ok(())
+            anyhow::Ok(())
         })?);
     }
     Ok(())

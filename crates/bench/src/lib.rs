@@ -1,0 +1,14 @@
+//! Benchmark harnesses for semi, out of the runtime libraries (`semi-diffusion`, `semi-tickets`):
+//!
+//! - [`models`]: the `semi bench` table, seconds and peak memory of the SD-1.5-size components
+//!   (UNet, probe pass, text encoder, VAE) on random weights, optionally next to PyTorch;
+//! - [`selection`]: winning-ticket selection timings on a synthetic store (`semi tickets bench`);
+//! - [`random_weights`]: full-size models with weights rebuilt from a seed (the rule of
+//!   `tools/make_fixtures.py`), also used by `semi-diffusion`'s SD-1.5 parity test.
+//!
+//! Examples: `cargo run --release -p semi-bench --example bench` (the table) and
+//! `--example bench_selection` (selection and construction timings).
+
+pub mod models;
+pub mod random_weights;
+pub mod selection;

@@ -1,0 +1,102 @@
+//! The ticket store of a run: the one the user gave (checked to come from this model), or the
+//! model's on-the-fly cache store ([`semi_methods::cache_store_with`]), filled first with the
+//! category pairs the layouts need.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use semi_tickets::names::normalize_categories;
+use semi_tickets::{LayerChoice, ProbeOptions, Progress, Store};
+
+use crate::model::Model;
+use crate::settings::Settings;
+
+/// Where a run's tickets come from, and how a cache store is filled.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSpec<'a> {
+    /// A collected store; `None`: the model's cache store.
+    pub given: Option<&'a Path>,
+    /// Categories to contrast the layouts' categories with (a one-category layout needs one);
+    /// empty: for the toy model, its other shapes.
+    pub partners: Vec<String>,
+    /// Contrastive prompts per probe pass when filling the cache store (0 means 1).
+    pub pairs_per_pass: usize,
+}
+
+/// The probe settings of the cache store for images of `height` x `width`.
+pub fn probe_options(
+    settings: &Settings,
+    pairs_per_pass: usize,
+    height: usize,
+    width: usize,
+) -> Result<ProbeOptions> {
+    let mut o = ProbeOptions::new(height, width);
+    o.layers = LayerChoice::parse(&settings.probe_layers.value)?;
+    o.pairs_per_pass = pairs_per_pass.max(1);
+    Ok(o)
+}
+
+/// Open the store for layouts of `categories` at `height` x `width` (see the module docs).
+/// `progress` follows the probe passes; `log` gets one line saying whether the cache store was
+/// up to date or what is being collected.
+#[allow(clippy::too_many_arguments)]
+pub fn open(
+    model: &Model,
+    spec: &StoreSpec,
+    settings: &Settings,
+    categories: &[String],
+    height: usize,
+    width: usize,
+    progress: &mut dyn FnMut(&Progress),
+    log: &mut dyn FnMut(&str),
+) -> Result<Store> {
+    let fingerprint = model.fingerprint()?;
+    if let Some(dir) = spec.given {
+        let store = Store::open(dir)?;
+        semi_methods::check_store_model(&store, fingerprint, model.name())?;
+        return Ok(store);
+    }
+    let categories = normalize_categories(categories)?;
+    let partners = if !spec.partners.is_empty() {
+        spec.partners.clone()
+    } else if categories.len() >= 2 {
+        Vec::new()
+    } else {
+        match model.vocabulary() {
+            Some(all) => all
+                .into_iter()
+                .filter(|c| !categories.contains(c))
+                .collect(),
+            None => Vec::new(),
+        }
+    };
+    let probe = probe_options(settings, spec.pairs_per_pass, height, width)?;
+    semi_methods::cache_store_with(
+        &model.sd,
+        fingerprint,
+        &probe,
+        &categories,
+        &partners,
+        settings.cache_images.value,
+        progress,
+        log,
+    )
+}
+
+/// One size for every layout of a cache store (it serves one size); the error names the odd one.
+pub fn one_size<'a>(
+    sizes: impl IntoIterator<Item = (&'a str, u32, u32)>,
+) -> Result<Option<(usize, usize)>> {
+    let mut first: Option<(u32, u32)> = None;
+    for (id, w, h) in sizes {
+        match first {
+            None => first = Some((w, h)),
+            Some((fw, fh)) if (fw, fh) != (w, h) => bail!(
+                "layouts of several sizes ({fw}x{fh} and {w}x{h} for {id:?}) need a collected \
+                 --store: the cache store serves one size"
+            ),
+            _ => {}
+        }
+    }
+    Ok(first.map(|(w, h)| (h as usize, w as usize)))
+}
