@@ -21,7 +21,7 @@ grow a finished run in place: `--init-from OLD/step6200.pt
 --transformer-layers 1,1,3` in a new run directory adds transformer layers as identities and
 trains on, with `--object-weights 2,2,1` drawing more one- and two-object scenes.
 
-Training recipe (lessons of the prototype, /work/shared/DESIGN.md section 5): v-prediction on a
+Training recipe (lessons of an earlier prototype; results in docs/toyworld.md): v-prediction on a
 cosine schedule, min-SNR-5 loss weighting, 20% caption dropout (empty caption, for classifier-free
 guidance), AdamW with linear warm-up then a constant learning rate (optionally decayed linearly to 5% over the last
 steps: --decay-from STEP with --steps END), gradient clipping at 1, EMA of

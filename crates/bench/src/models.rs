@@ -40,7 +40,7 @@ pub const SD15_VAE: &str = r#"{"act_fn":"silu","block_out_channels":[128,256,512
 "latent_channels":4,"layers_per_block":2,"norm_num_groups":32,"out_channels":3,"sample_size":512,
 "up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}"#;
 
-/// The layer the ticket probe stops after (DESIGN.md 1.1).
+/// The layer the ticket probe stops after (docs/design.md 1.1).
 pub const PROBE_LAYER: &str = "down_blocks.2.attentions.1.transformer_blocks.0.attn2";
 
 /// One measured row.

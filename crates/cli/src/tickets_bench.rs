@@ -1,5 +1,5 @@
 //! `semi tickets bench`: what one probe pass costs next to the full UNet passes it replaces
-//! (DESIGN.md section 4: at most a third of one forward at batch 1; the authors pay a CFG
+//! (docs/design.md section 4: at most a third of one forward at batch 1; the authors pay a CFG
 //! batch-2 forward per pass), and selection timings on a synthetic 700-pair x 100-image store.
 
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! Initial latents on disk (DESIGN.md section 3), the one implementation every crate uses:
+//! Initial latents on disk (docs/design.md section 3), the one implementation every crate uses:
 //! safetensors with the key `latents`, or `.npy`, f32 `[N, C, h, w]`, so diffusers users can pass
 //! them as `latents=` (and `np.save(path, latents.numpy())` files load here). Written atomically.
 //!

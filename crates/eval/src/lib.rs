@@ -1,4 +1,4 @@
-//! Evaluation for semi: the protocol of the paper's Table 1 (DESIGN.md 1.6), end to end.
+//! Evaluation for semi: the protocol of the paper's Table 1 (docs/design.md 1.6), end to end.
 //!
 //! 1. **Samples** ([`coco`], [`naming`], [`samples`]): read COCO 2017 instances and captions,
 //!    keep images whose every box category the caption names, pick 3000 one-object and 3000

@@ -1,4 +1,4 @@
-//! Layout adherence (DESIGN.md 1.6, paper 4.3). For each target object of a layout: IoU = the
+//! Layout adherence (docs/design.md 1.6, paper 4.3). For each target object of a layout: IoU = the
 //! best IoU between its box and a detection of the same category (0 when there is none);
 //! success when IoU > 0.5 (strictly; exactly 0.5 fails). Mean IoU and success rate are reported
 //! over all objects and by size, and by the number of objects in the sample.

@@ -4,7 +4,7 @@
 //! - Every unordered pair of distinct categories that occur together in one layout.
 //! - A category that occurs with no other one (only in one-object samples, or only with itself:
 //!   "two dogs") still needs a pair, because its tickets are its scores averaged over the
-//!   partners in the store (DESIGN.md 1.3). It is paired with the **hub**: the category in the
+//!   partners in the store (docs/design.md 1.3). It is paired with the **hub**: the category in the
 //!   most pairs above (ties: the alphabetically first), or, when no category occurs with
 //!   another, the alphabetically first category (itself paired with the next one). A lone
 //!   category in a set of one gets no pair (and is listed as uncovered).

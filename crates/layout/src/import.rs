@@ -78,7 +78,7 @@ pub struct XywhObject {
 /// The formats [`import`] understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LayoutFormat {
-    /// Ours (DESIGN.md section 3).
+    /// Ours (docs/design.md section 3).
     Native,
     Gligen,
     Xywh,
@@ -372,7 +372,7 @@ mod tests {
         assert_eq!(l.objects[0].bbox.to_array(), [0.1, 0.1, 0.3, 0.6]);
         // Overshoot of half a pixel is clipped to the image edge.
         assert_eq!(l.objects[1].bbox.to_array(), [0.5, 0.5, 1.0, 1.0]);
-        // Scaled to 512 x 512 for generation (DESIGN.md 1.6): same normalised boxes.
+        // Scaled to 512 x 512 for generation (docs/design.md 1.6): same normalised boxes.
         let opts = ImportOptions {
             size: Some((512, 512)),
             ..Default::default()

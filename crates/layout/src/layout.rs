@@ -1,4 +1,4 @@
-//! The native layout format (DESIGN.md section 3) and its validation.
+//! The native layout format (docs/design.md section 3) and its validation.
 
 use std::path::Path;
 

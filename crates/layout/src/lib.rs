@@ -3,7 +3,7 @@
 //!
 //! # The file format
 //!
-//! One layout is a JSON object (DESIGN.md section 3):
+//! One layout is a JSON object (docs/design.md section 3):
 //!
 //! ```json
 //! {"prompt": "a dog and a car on a street", "negative_prompt": "blurry",

@@ -1,5 +1,5 @@
-//! Semantic-driven initialisation (SemI, DESIGN.md 1.4): initial latents assembled from winning
-//! tickets, and the colour-matched control of DESIGN.md section 5.
+//! Semantic-driven initialisation (SemI, docs/design.md 1.4): initial latents assembled from winning
+//! tickets, and the colour-matched control (docs/design.md 1.4).
 //!
 //! Boxes map to grid cells and overlaps resolve as [`semi_layout::RegionMap`] documents (smaller
 //! box keeps the intersection). Each category gets one draw sequence covering all its objects'

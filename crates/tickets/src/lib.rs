@@ -1,4 +1,4 @@
-//! Lottery tickets (the paper's method, DESIGN.md section 1): the probe contract ([`Prober`]),
+//! Lottery tickets (the paper's method, docs/design.md section 1): the probe contract ([`Prober`]),
 //! the on-disk ticket store ([`store`]), winning-ticket selection ([`select()`], paper Eq. 2-5)
 //! and semantic-driven initialisation ([`construct()`], SemI).
 //!

@@ -1,4 +1,4 @@
-//! The real probe (DESIGN.md 1.1): one truncated UNet pass of a loaded [`StableDiffusion`] per
+//! The real probe (docs/design.md 1.1): one truncated UNet pass of a loaded [`StableDiffusion`] per
 //! (noise image, contrastive prompt), implementing [`Prober`].
 //!
 //! - Timestep: the first timestep of the generation schedule, computed from the model's scheduler

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 
 use crate::fingerprint::ProbeFingerprint;
 
-/// Scores noise images against contrastive pairs (DESIGN.md 1.1).
+/// Scores noise images against contrastive pairs (docs/design.md 1.1).
 pub trait Prober {
     /// What the scores depend on; the store records it and refuses to mix.
     fn fingerprint(&self) -> ProbeFingerprint;
@@ -35,7 +35,7 @@ pub trait Prober {
     }
 }
 
-/// Min-max normalise a map in place to [0, 1] (DESIGN.md 1.1). A constant map becomes all zeros
+/// Min-max normalise a map in place to [0, 1] (docs/design.md 1.1). A constant map becomes all zeros
 /// (it carries no preference for any cell). Errors on non-finite values.
 pub fn min_max_normalize(map: &mut [f32]) -> Result<()> {
     let mut lo = f32::INFINITY;

@@ -1,4 +1,4 @@
-//! Winning-ticket selection (paper Eq. 2-5, DESIGN.md 1.3) and the authors' per-object-count
+//! Winning-ticket selection (paper Eq. 2-5, docs/design.md 1.3) and the authors' per-object-count
 //! rules as a named preset.
 //!
 //! A block b is (noise image k, grid cell), flat index `k * cells + cell`. For the categories C

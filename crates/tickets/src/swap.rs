@@ -1,5 +1,5 @@
 //! Swap (Mao, Wang, Aizawa, "Guided image synthesis via initial image editing in diffusion
-//! model", ACM MM 2023; DESIGN.md 1.5): rearrange the blocks of the user's own initial noise so
+//! model", ACM MM 2023; docs/design.md 1.5): rearrange the blocks of the user's own initial noise so
 //! each object's region receives the blocks that attend most to that object. A permutation of
 //! whole blocks keeps the noise exactly Gaussian (every value is one of the i.i.d. draws).
 //!
@@ -40,7 +40,7 @@ use crate::probe::{LayerChoice, ProbeOptions, SdProber};
 /// How each object's attention map is normalised before blocks are assigned to objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SwapNorm {
-    /// Divide by the map's mean (DESIGN.md 1.5): objects whose words draw less attention overall
+    /// Divide by the map's mean (docs/design.md 1.5): objects whose words draw less attention overall
     /// still win the blocks they prefer most.
     #[default]
     Mean,

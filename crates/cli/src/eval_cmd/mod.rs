@@ -1,4 +1,4 @@
-//! `semi eval`: the paper's Table 1 protocol (DESIGN.md 1.6) from the command line. The
+//! `semi eval`: the paper's Table 1 protocol (docs/design.md 1.6) from the command line. The
 //! bookkeeping (plans, shards, resume, merge), detectors, metrics and reports are `semi_eval`;
 //! images come from `semi_methods::generate`, the generation path `semi generate` uses too.
 //!

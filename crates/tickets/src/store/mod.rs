@@ -1,5 +1,5 @@
 //! The lottery-ticket store: N seeded noise images cut into blocks, and per pair of categories
-//! the two score maps of every image (DESIGN.md 1.2).
+//! the two score maps of every image (docs/design.md 1.2).
 //!
 //! # On disk
 //!
