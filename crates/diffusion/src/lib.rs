@@ -5,6 +5,7 @@ pub mod config;
 pub mod controller;
 pub mod cpu;
 pub mod image;
+pub mod kernels;
 pub mod latents_io;
 pub mod loading;
 pub mod nn;

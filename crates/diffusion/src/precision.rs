@@ -125,7 +125,8 @@ pub fn widen(t: &Tensor, dtype: DType) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::{conv2d, linear::linear, Conv2d};
+    use crate::kernels::ConvWeights;
+    use crate::nn::{conv2d, linear::linear};
     use candle_core::Module;
     use std::collections::HashMap;
 
@@ -193,7 +194,10 @@ mod tests {
             )
             .unwrap();
             assert_eq!(f16w.weight().unwrap().dtype(), DType::F16);
-            assert_eq!(matches!(f16w, Conv2d::Cpu3x3 { .. }), k == 3 && stride == 1);
+            assert_eq!(
+                matches!(f16w.weights(), ConvWeights::CpuTaps3x3 { .. }),
+                k == 3 && stride == 1
+            );
             let reference = conv2d(
                 builder(t(&rounded(&w)), Precision::default()),
                 4,

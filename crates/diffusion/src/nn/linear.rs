@@ -30,10 +30,7 @@ impl Module for Linear {
             Some(b) => Some(widen(b, x.dtype())?),
             None => None,
         };
-        if crate::cpu::use_kernel("linear", &[x, &weight]) {
-            return crate::cpu::linear::linear(x, &weight, bias.as_ref());
-        }
-        candle_nn::Linear::new(weight, bias).forward(x)
+        crate::kernels::linear(x, &weight, bias.as_ref())
     }
 }
 
