@@ -128,6 +128,9 @@ fn run_collect(args: &CollectArgs) -> Result<()> {
     let summary = collect(&args.store, &mut prober, &request, &mut |p| bar.update(p));
     bar.finish();
     let s = summary?;
+    for (pair, why) in &s.dropped_pairs {
+        eprintln!("warning: dropped pair {pair} from the store (it had no scores and {why})");
+    }
     let m = &s.manifest;
     println!(
         "store {}: {} pairs x {} images ({} categories), grid {}x{}, layer {}, t = {}",
@@ -292,6 +295,12 @@ fn run_inspect(args: &InspectArgs) -> Result<()> {
                 format!("{missing} units missing or partial (rerun collect)")
             }
         );
+        if store.has_unfinished_change() {
+            println!(
+                "  a collect that adds pairs or images to it did not finish (manifest.next.json); \
+                 rerun it to finish, the store is usable as it is meanwhile"
+            );
+        }
         if !stats.is_empty() {
             println!("tickets per category alone ({rule}):");
             for s in &stats {

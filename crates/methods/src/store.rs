@@ -152,7 +152,12 @@ pub fn cache_store_with(
         shard: None,
         chunk_images: None,
     };
-    collect(&dir, &mut prober, &request, progress)?;
+    let summary = collect(&dir, &mut prober, &request, progress)?;
+    for (pair, why) in &summary.dropped_pairs {
+        log(&format!(
+            "dropped pair {pair} from the cache store (it had no scores and {why})"
+        ));
+    }
     Store::open(&dir)
 }
 

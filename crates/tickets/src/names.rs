@@ -3,7 +3,8 @@
 //! A category name is lower-cased, trimmed, and runs of whitespace become one space
 //! ("  Traffic   Light " -> "traffic light"), because the probe writes it into the prompt
 //! `a {c1} and a {c2}` and the store is keyed by it. Names may not be empty or contain `,`
-//! (the list separator) or control characters.
+//! (the list separator) or control characters, and at most [`MAX_CATEGORY_CHARS`] characters
+//! long (a category is a short noun phrase; the probe prompt must fit the text encoder).
 //!
 //! # Pairs file
 //!
@@ -17,8 +18,26 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+/// The longest category name accepted from input, in characters.
+pub const MAX_CATEGORY_CHARS: usize = 64;
+
 /// Normalise one category name (see the module docs); errors say what is wrong with it.
 pub fn normalize_category(name: &str) -> Result<String> {
+    let norm = normalize_stored(name)?;
+    let chars = norm.chars().count();
+    if chars > MAX_CATEGORY_CHARS {
+        let head: String = norm.chars().take(24).collect();
+        bail!(
+            "category name \"{head}...\" has {chars} characters; at most {MAX_CATEGORY_CHARS} are \
+             allowed (a category is a short noun phrase such as \"traffic light\")"
+        );
+    }
+    Ok(norm)
+}
+
+/// The checks of [`normalize_category`] but the length: how names already in a store are read,
+/// so a store written before the limit existed still opens (and can be repaired by collect).
+fn normalize_stored(name: &str) -> Result<String> {
     let norm = name
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -64,8 +83,15 @@ pub struct Pair {
 impl Pair {
     /// The pair {x, y} of two normalised names; errors if they are equal after normalisation.
     pub fn new(x: &str, y: &str) -> Result<Pair> {
-        let x = normalize_category(x)?;
-        let y = normalize_category(y)?;
+        Pair::ordered(normalize_category(x)?, normalize_category(y)?)
+    }
+
+    /// A pair read back from a store's manifest: [`Pair::new`] without the length limit.
+    pub fn stored(x: &str, y: &str) -> Result<Pair> {
+        Pair::ordered(normalize_stored(x)?, normalize_stored(y)?)
+    }
+
+    fn ordered(x: String, y: String) -> Result<Pair> {
         if x == y {
             bail!("pair {x:?},{y:?} names the same category twice");
         }
@@ -106,9 +132,30 @@ impl Pair {
         }
     }
 
-    /// A file-system-safe directory name: `[a-z0-9]` kept, every other byte as `_xx` (hex), the
-    /// two names joined by `+`. Injective, so two pairs never share a directory.
+    /// A file-system-safe directory name of at most [`MAX_DIR_NAME`] bytes, whatever the names'
+    /// length: `[a-z0-9]` kept, every other byte as `_xx` (hex), the two names joined by `+`; a
+    /// longer result becomes `h-` and 32 hex digits of the pair's SHA-256 (`-` never occurs in
+    /// the readable form). Injective, so two pairs never share a directory; the names
+    /// themselves are kept in the manifest.
     pub fn dir_name(&self) -> String {
+        let readable = self.readable_dir_name();
+        if readable.len() <= MAX_DIR_NAME {
+            return readable;
+        }
+        use sha2::{Digest, Sha256};
+        let hash = Sha256::digest(format!("{}\n{}", self.a, self.b).as_bytes());
+        let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("h-{hex}")
+    }
+
+    /// The directory name stores used before names were hashed, when it differs from
+    /// [`Pair::dir_name`] (a store may hold such a directory).
+    pub fn legacy_dir_name(&self) -> Option<String> {
+        let readable = self.readable_dir_name();
+        (readable.len() > MAX_DIR_NAME).then_some(readable)
+    }
+
+    fn readable_dir_name(&self) -> String {
         format!("{}+{}", encode_name(&self.a), encode_name(&self.b))
     }
 }
@@ -118,6 +165,10 @@ impl std::fmt::Display for Pair {
         write!(f, "{},{}", self.a, self.b)
     }
 }
+
+/// The longest pair directory name, in bytes (well under the 255 of common file systems, and
+/// under the 143 of encrypted home directories).
+pub const MAX_DIR_NAME: usize = 120;
 
 fn encode_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -227,6 +278,23 @@ mod tests {
             Pair::new("hot dog", "a_b").unwrap().dir_name(),
             "a_5fb+hot_20dog"
         );
+    }
+
+    #[test]
+    fn long_names_are_refused_and_directory_names_are_bounded() {
+        let long = "x".repeat(MAX_CATEGORY_CHARS + 1);
+        let err = normalize_category(&long).unwrap_err().to_string();
+        assert!(err.contains("at most 64"), "{err}");
+        assert!(err.len() < 200, "{err}");
+        // A store written before the limit still reads, and its directory name stays short.
+        let stored = Pair::stored(&"y".repeat(300), "dog").unwrap();
+        let name = stored.dir_name();
+        assert!(name.starts_with("h-") && name.len() == 34, "{name}");
+        assert_ne!(name, Pair::stored(&"y".repeat(301), "dog").unwrap().dir_name());
+        assert!(stored.legacy_dir_name().unwrap().len() > MAX_DIR_NAME);
+        let at_limit = Pair::new(&"é".repeat(MAX_CATEGORY_CHARS), "dog").unwrap();
+        assert!(at_limit.dir_name().len() <= MAX_DIR_NAME);
+        assert_eq!(Pair::new("car", "dog").unwrap().legacy_dir_name(), None);
     }
 
     #[test]

@@ -498,6 +498,10 @@ impl Prober for SdProber<'_> {
         self.fingerprint.clone()
     }
 
+    fn check_pair(&self, (c1, c2): (&str, &str)) -> Result<()> {
+        category_spans(&self.sd.tokenizer, &self.template, c1, c2).map(|_| ())
+    }
+
     fn probe(&mut self, noise: &Tensor, pair: (&str, &str)) -> Result<(Vec<f32>, Vec<f32>)> {
         Ok(self.probe_pairs(noise, &[pair])?.remove(0))
     }

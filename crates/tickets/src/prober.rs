@@ -18,6 +18,13 @@ pub trait Prober {
     /// normalised to [0, 1] (see [`min_max_normalize`]).
     fn probe(&mut self, noise: &Tensor, pair: (&str, &str)) -> Result<(Vec<f32>, Vec<f32>)>;
 
+    /// Whether `pair` can be probed at all (its prompt fits the text encoder, say), checked
+    /// before a collect writes anything for it. The default accepts every pair.
+    fn check_pair(&self, pair: (&str, &str)) -> Result<()> {
+        let _ = pair;
+        Ok(())
+    }
+
     /// Score one noise image for several pairs; override to batch prompts in one pass.
     /// The default calls [`Prober::probe`] per pair.
     fn probe_pairs(
@@ -141,6 +148,16 @@ impl FakeProber {
 impl Prober for FakeProber {
     fn fingerprint(&self) -> ProbeFingerprint {
         self.fingerprint.clone()
+    }
+
+    /// Like a text encoder of 16 tokens: the prompt `a {c1} and a {c2}` may have at most 14
+    /// words (plus start and end tokens), and a name at most 64 characters.
+    fn check_pair(&self, (c1, c2): (&str, &str)) -> Result<()> {
+        let words = 3 + c1.split_whitespace().count() + c2.split_whitespace().count();
+        if words > 14 || c1.chars().count().max(c2.chars().count()) > 64 {
+            bail!("fake prober: the prompt for {c1:?} and {c2:?} does not fit the text encoder");
+        }
+        Ok(())
     }
 
     fn probe(&mut self, noise: &Tensor, pair: (&str, &str)) -> Result<(Vec<f32>, Vec<f32>)> {

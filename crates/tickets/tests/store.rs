@@ -323,3 +323,73 @@ impl FingerprintClone for FakeProber {
         semi_tickets::Prober::fingerprint(self)
     }
 }
+
+#[test]
+fn a_pair_that_cannot_be_probed_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let wordy = "very ".repeat(12) + "long";
+    let bad = CollectRequest {
+        pairs: vec![semi_tickets::Pair::new(&wordy, "dog").unwrap()],
+        ..request(2, None)
+    };
+    let err = run_err(&store, &bad);
+    assert!(err.contains("cannot collect pair"), "{err}");
+    assert!(!store.exists(), "nothing may be written for a refused pair");
+    // Nor into an existing store: its manifest stays byte-identical and it stays usable.
+    run(&store, &request(2, None));
+    let before = std::fs::read(store.join("manifest.json")).unwrap();
+    run_err(&store, &bad);
+    assert_eq!(std::fs::read(store.join("manifest.json")).unwrap(), before);
+    assert!(Store::open(&store).unwrap().status().unwrap().is_complete());
+}
+
+#[test]
+fn an_unfinished_extension_leaves_the_store_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let few = CollectRequest {
+        pairs: all_pairs(&["dog", "car"]).unwrap(),
+        ..request(4, None)
+    };
+    run(dir.path(), &few);
+    let before = std::fs::read(dir.path().join("manifest.json")).unwrap();
+    // Adding pairs and images is killed half-way: the store keeps its manifest and still
+    // serves its pair, although the files of the extension have grown.
+    let full = request(8, None);
+    let mut failing = FakeProber::new(fp()).fail_after(20);
+    assert!(collect(dir.path(), &mut failing, &full, &mut |_| {}).is_err());
+    assert_eq!(std::fs::read(dir.path().join("manifest.json")).unwrap(), before);
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.status().unwrap().is_complete());
+    assert!(s.has_unfinished_change());
+    assert_eq!(s.scores("dog", "car").unwrap().len(), 4 * 16);
+    drop(s);
+    // Rerunning finishes it, and the result equals one uninterrupted run.
+    run(dir.path(), &full);
+    let whole = tempfile::tempdir().unwrap();
+    run(whole.path(), &full);
+    assert_eq!(tree(dir.path()), tree(whole.path()));
+}
+
+#[test]
+fn a_store_poisoned_by_an_overlong_category_repairs_itself() {
+    // What an older semi wrote for a 300-character category: the pair in the manifest, no data.
+    let dir = tempfile::tempdir().unwrap();
+    run(dir.path(), &request(2, None));
+    let mut m = semi_tickets::Manifest::read(dir.path()).unwrap();
+    m.pairs
+        .push(semi_tickets::Pair::stored(&"z".repeat(300), "dog").unwrap());
+    m.pairs.sort();
+    m.categories = semi_tickets::names::categories_of(&m.pairs);
+    std::fs::write(dir.path().join("manifest.json"), m.to_bytes()).unwrap();
+    // It opens and reports itself incomplete (no "File name too long")...
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.status().unwrap().missing.len(), 1);
+    drop(s);
+    // ...and the next collect drops the pair that can never be probed.
+    let summary = run(dir.path(), &request(2, None));
+    assert_eq!(summary.dropped_pairs.len(), 1);
+    let s = Store::open(dir.path()).unwrap();
+    assert!(s.status().unwrap().is_complete());
+    assert_eq!(s.pairs().len(), 6);
+}

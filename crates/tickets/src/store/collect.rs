@@ -52,6 +52,9 @@ pub struct CollectSummary {
     pub passes: usize,
     /// Stale temporary files of a killed run that were deleted.
     pub stale_temps_removed: usize,
+    /// Pairs of the store that could not be probed and had no scores, dropped from it, each
+    /// with the reason.
+    pub dropped_pairs: Vec<(Pair, String)>,
 }
 
 /// Collect scores into the store at `dir`, creating it, resuming it or extending it (new pairs,
@@ -80,10 +83,17 @@ pub fn collect(
     fingerprint
         .validate()
         .context("the prober's fingerprint is invalid")?;
+    // Every new pair must be probeable before anything is written for it.
+    for pair in &request.pairs {
+        prober
+            .check_pair(pair.as_strs())
+            .with_context(|| format!("cannot collect pair {pair}"))?;
+    }
 
     create_dir_durable(dir)?;
     let _lock = DirLock::acquire(dir)?;
     let manifest_path = manifest::manifest_path(dir);
+    let next_path = manifest::next_manifest_path(dir);
     let existing = if manifest_path.exists() {
         Some(Manifest::read(dir)?)
     } else {
@@ -108,6 +118,7 @@ pub fn collect(
     };
     let stale_temps_removed = remove_stale_temps(dir)?;
 
+    let mut dropped_pairs = Vec::new();
     let manifest = match &existing {
         None => Manifest::new(
             fingerprint,
@@ -141,7 +152,17 @@ pub fn collect(
                     show(request.shard)
                 );
             }
-            let mut pairs = old.pairs.clone();
+            // Repair: a pair that can never be probed and has no scores (a store written before
+            // names were checked) is dropped instead of failing every later collect.
+            let mut pairs = Vec::with_capacity(old.pairs.len() + request.pairs.len());
+            for (index, pair) in old.pairs.iter().enumerate() {
+                match prober.check_pair(pair.as_strs()) {
+                    Err(why) if !has_scores(dir, old, index)? => {
+                        dropped_pairs.push((pair.clone(), format!("{why:#}")))
+                    }
+                    _ => pairs.push(pair.clone()),
+                }
+            }
             pairs.extend(request.pairs.iter().cloned());
             Manifest::new(
                 old.fingerprint.clone(),
@@ -153,9 +174,23 @@ pub fn collect(
             )?
         }
     };
-    if existing.as_ref() != Some(&manifest) {
-        write_atomic(&manifest_path, &manifest.to_bytes())?;
-    }
+    // A new store's manifest is its plan (`tickets status` follows it). A change to an existing
+    // store is staged in manifest.next.json and committed only once its data is complete, so
+    // the store stays usable as it was if this run fails or is killed.
+    let staged = match &existing {
+        None => {
+            write_atomic(&manifest_path, &manifest.to_bytes())?;
+            false
+        }
+        Some(old) if *old == manifest => {
+            remove_if_present(&next_path)?;
+            false
+        }
+        Some(_) => {
+            write_atomic(&next_path, &manifest.to_bytes())?;
+            true
+        }
+    };
     write_noise(dir, &manifest)?;
 
     // Plan: this shard's units and how far each got.
@@ -256,8 +291,13 @@ pub fn collect(
         }
         i = j;
     }
+    if staged {
+        write_atomic(&manifest_path, &manifest.to_bytes())?;
+        remove_if_present(&next_path)?;
+    }
     Ok(CollectSummary {
         manifest,
+        dropped_pairs,
         units_total: units.len(),
         units_skipped,
         units_computed,
@@ -292,7 +332,27 @@ fn check_map(
     Ok(())
 }
 
-/// Write (or grow) every noise chunk file that is missing or short.
+/// Whether any image of pair `index` has scores in the store.
+fn has_scores(dir: &Path, m: &Manifest, index: usize) -> Result<bool> {
+    for chunk in 0..m.n_chunks() {
+        if unit_images_done(dir, m, Unit { chunk, pair: index })? > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Write (or grow) every noise chunk file that is missing or short. A longer file (an
+/// extension to more images that did not finish) holds this manifest's images as its prefix.
 fn write_noise(dir: &Path, m: &Manifest) -> Result<()> {
     create_dir_durable(&manifest::noise_dir(dir))?;
     create_dir_durable(&manifest::scores_dir(dir))?;
@@ -301,16 +361,17 @@ fn write_noise(dir: &Path, m: &Manifest) -> Result<()> {
         let range = m.chunk_range(c);
         let want = range.len() * m.noise_image_bytes();
         let len = std::fs::metadata(&path).map(|md| md.len() as usize).ok();
-        if len == Some(want) {
-            continue;
-        }
         if let Some(len) = len {
-            if len > want || len % m.noise_image_bytes() != 0 {
+            if len % m.noise_image_bytes() != 0 {
                 bail!(
-                    "noise file {} has {len} bytes, expected at most {want} in whole images; the \
-                     store is damaged",
-                    path.display()
+                    "noise file {} has {len} bytes, not whole images of {} bytes; the store is \
+                     damaged",
+                    path.display(),
+                    m.noise_image_bytes()
                 );
+            }
+            if len >= want {
+                continue;
             }
         }
         let mut values = Vec::with_capacity(range.len() * m.fingerprint.image_len());
@@ -325,8 +386,9 @@ fn write_noise(dir: &Path, m: &Manifest) -> Result<()> {
     Ok(())
 }
 
-/// How many images of unit `u` are stored (0 if its file is missing). Errors on a file whose
-/// size is not a whole number of images or exceeds the chunk.
+/// How many images of unit `u` are stored (0 if its file is missing; at most the chunk's, as a
+/// file may run on into images of an unfinished extension). Errors on a file whose size is not
+/// a whole number of images.
 pub(crate) fn unit_images_done(dir: &Path, m: &Manifest, u: Unit) -> Result<usize> {
     let path = manifest::score_path(dir, &m.pairs[u.pair], u.chunk);
     let len = match std::fs::metadata(&path) {
@@ -336,12 +398,12 @@ pub(crate) fn unit_images_done(dir: &Path, m: &Manifest, u: Unit) -> Result<usiz
     };
     let row = m.score_row_bytes();
     let max = m.chunk_range(u.chunk).len();
-    if len % row != 0 || len / row > max {
+    if len % row != 0 {
         bail!(
-            "score file {} has {len} bytes, not a whole number of at most {max} images of {row} \
-             bytes; the store is damaged (delete the file and rerun collect)",
+            "score file {} has {len} bytes, not a whole number of images of {row} bytes; the \
+             store is damaged (delete the file and rerun collect)",
             path.display()
         );
     }
-    Ok(len / row)
+    Ok((len / row).min(max))
 }

@@ -56,7 +56,7 @@ fn ser_pairs<S: Serializer>(pairs: &[Pair], s: S) -> std::result::Result<S::Ok, 
 fn de_pairs<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Pair>, D::Error> {
     let raw: Vec<[String; 2]> = Vec::deserialize(d)?;
     raw.iter()
-        .map(|[a, b]| Pair::new(a, b).map_err(serde::de::Error::custom))
+        .map(|[a, b]| Pair::stored(a, b).map_err(serde::de::Error::custom))
         .collect()
 }
 
@@ -196,6 +196,12 @@ pub fn manifest_path(dir: &Path) -> PathBuf {
     dir.join("manifest.json")
 }
 
+/// `manifest.next.json`: a change to the store that a collect is making (more pairs or images),
+/// committed to `manifest.json` when its data is complete.
+pub fn next_manifest_path(dir: &Path) -> PathBuf {
+    dir.join("manifest.next.json")
+}
+
 pub fn noise_dir(dir: &Path) -> PathBuf {
     dir.join("noise")
 }
@@ -211,7 +217,18 @@ pub fn noise_path(dir: &Path, chunk: usize) -> PathBuf {
 
 /// `scores/<pair>/c00000.f32`: per image of the chunk, `S_{a,(b)}` then `S_{b,(a)}` per cell.
 pub fn score_path(dir: &Path, pair: &Pair, chunk: usize) -> PathBuf {
-    scores_dir(dir)
-        .join(pair.dir_name())
-        .join(format!("c{chunk:05}.f32"))
+    pair_dir(dir, pair).join(format!("c{chunk:05}.f32"))
+}
+
+/// `scores/<pair>`: [`Pair::dir_name`], or the longer name an older store used if it has it.
+pub fn pair_dir(dir: &Path, pair: &Pair) -> PathBuf {
+    let scores = scores_dir(dir);
+    if let Some(legacy) = pair.legacy_dir_name() {
+        let old = scores.join(legacy);
+        // A name too long for this file system is simply not there.
+        if old.is_dir() {
+            return old;
+        }
+    }
+    scores.join(pair.dir_name())
 }

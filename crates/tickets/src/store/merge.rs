@@ -112,12 +112,17 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         }
     }
     let merged = first.manifest().unsharded();
+    // Files may run on into an unfinished extension: only the manifest's prefix is merged.
+    let noise_bytes = |dir: &Path, c: usize| {
+        prefix(
+            &manifest::noise_path(dir, c),
+            merged.chunk_range(c).len() * merged.noise_image_bytes(),
+        )
+    };
     for c in 0..merged.n_chunks() {
-        let path = manifest::noise_path(first.dir(), c);
-        let bytes = std::fs::read(&path)?;
+        let bytes = noise_bytes(first.dir(), c)?;
         for s in &stores[1..] {
-            let other = manifest::noise_path(s.dir(), c);
-            if std::fs::read(&other)? != bytes {
+            if noise_bytes(s.dir(), c)? != bytes {
                 bail!(
                     "noise chunk {c} differs between {} and {}; one of them is damaged",
                     first.dir().display(),
@@ -153,8 +158,7 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
     create_dir_durable(&manifest::noise_dir(out))?;
     create_dir_durable(&manifest::scores_dir(out))?;
     for c in 0..merged.n_chunks() {
-        let bytes = std::fs::read(manifest::noise_path(first.dir(), c))?;
-        write_atomic(&manifest::noise_path(out, c), &bytes)?;
+        write_atomic(&manifest::noise_path(out, c), &noise_bytes(first.dir(), c)?)?;
     }
     let units = merged.units();
     for (u, unit) in units.iter().enumerate() {
@@ -162,8 +166,10 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         let pair = &merged.pairs[unit.pair];
         let src = manifest::score_path(src_store.dir(), pair, unit.chunk);
         let dst = manifest::score_path(out, pair, unit.chunk);
-        let bytes =
-            std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+        let bytes = prefix(
+            &src,
+            merged.chunk_range(unit.chunk).len() * merged.score_row_bytes(),
+        )?;
         create_dir_durable(dst.parent().expect("score dir"))?;
         write_atomic(&dst, &bytes)?;
     }
@@ -172,4 +178,18 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
         shards: count,
         units: units.len(),
     })
+}
+
+/// The first `len` bytes of `path` (checked complete before a merge).
+fn prefix(path: &Path, len: usize) -> Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() < len {
+        bail!(
+            "{} has {} bytes, expected {len}; the store is damaged",
+            path.display(),
+            bytes.len()
+        );
+    }
+    bytes.truncate(len);
+    Ok(bytes)
 }

@@ -77,7 +77,9 @@ impl Store {
             let path = manifest::noise_path(&dir, c);
             let want = manifest.chunk_range(c).len() * manifest.noise_image_bytes();
             let map = map_file(&path)?;
-            if map.len() != want {
+            // Longer is fine: an unfinished extension to more images grew the file, and this
+            // manifest's images are its prefix.
+            if map.len() < want || map.len() % manifest.noise_image_bytes() != 0 {
                 bail!(
                     "store {}: noise file {} has {} bytes, expected {want}; the store is damaged \
                      or its collect never started; rerun collect",
@@ -207,6 +209,12 @@ impl Store {
         Ok(())
     }
 
+    /// Whether a collect that adds pairs or images to the store was started and did not finish
+    /// (the store is usable as its manifest says meanwhile).
+    pub fn has_unfinished_change(&self) -> bool {
+        manifest::next_manifest_path(&self.dir).exists()
+    }
+
     /// Which units are done (scanning file sizes; no data read).
     pub fn status(&self) -> Result<StoreStatus> {
         let m = &self.manifest;
@@ -265,7 +273,7 @@ impl Store {
             let len = std::fs::metadata(&path)
                 .map(|md| md.len() as usize)
                 .unwrap_or(0);
-            if len != want {
+            if len < want {
                 let range = m.chunk_range(c);
                 bail!(
                     "the store {} is incomplete: pair {pair} has no scores for images {}..{}; \
@@ -303,8 +311,9 @@ impl Store {
         let cells = self.cells();
         let maps = self.pair_maps(index)?;
         let mut block = 0;
-        for map in maps.iter() {
-            let data = as_f32(map);
+        for (c, map) in maps.iter().enumerate() {
+            // Only this manifest's images (a file may run on into an unfinished extension).
+            let data = &as_f32(map)[..self.manifest.chunk_range(c).len() * 2 * cells];
             for image in data.chunks_exact(2 * cells) {
                 let src = &image[row * cells..(row + 1) * cells];
                 for (o, s) in out[block..block + cells].iter_mut().zip(src) {
