@@ -179,7 +179,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         image: args.out.clone(),
         latents: args.save_latents.clone(),
     };
-    outputs.check()?;
+    let inputs: Vec<(&std::path::Path, &str)> = args
+        .layout
+        .iter()
+        .map(|p| (p.as_path(), "--layout"))
+        .collect();
+    outputs.check(args.layout.is_some(), &inputs)?;
     let f16_weights = args.weights == "f16";
     let variant = if args.fp16 || f16_weights {
         Variant::Fp16

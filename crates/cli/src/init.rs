@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use semi_layout::Layout;
 use semi_tickets::{semi_init, Construction, InitMethod, InitOptions, Rule, Store};
@@ -94,6 +94,10 @@ pub fn metadata(
 
 pub fn run(args: &InitArgs) -> Result<()> {
     check_path(&args.out, "--out")?;
+    semi_diffusion::latents_io::check_latents_path(&args.out).context("--out")?;
+    if semi_jobs::same_file_name(&args.out, &args.layout) {
+        bail!("--out would overwrite --layout {}", args.layout.display());
+    }
     let flags = semi_run::Choices {
         recalibrate: args.recalibrate,
         ..args.rule.choices()

@@ -40,8 +40,7 @@ enum Command {
 
 /// One line on stderr: `error: ` and the anyhow chain joined with ": ".
 fn report(err: &anyhow::Error) -> ! {
-    let msg = format!("{err:#}").replace('\n', " ");
-    eprintln!("error: {msg}");
+    eprintln!("error: {}", semi_jobs::one_line(err));
     std::process::exit(1)
 }
 
@@ -54,6 +53,11 @@ fn main() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_string());
+        // `semi ... | head -1`: the reader went away, as for any Unix tool that is no error
+        // (141 is what a shell reports for a process ended by SIGPIPE).
+        if msg.starts_with("failed printing to std") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
         let place = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
@@ -84,6 +88,13 @@ fn main() {
             }
         },
     };
+    // Ctrl-C removes the temporary files of unfinished writes (the server has its own
+    // shutdown, and its writes are all small).
+    if !matches!(cli.command, Command::Serve(_)) {
+        if let Err(e) = semi_jobs::remove_temps_on_interrupt() {
+            report(&e);
+        }
+    }
     let result = match cli.command {
         Command::Generate(args) => generate::run(&args),
         Command::Bench(args) => bench::run(&args),

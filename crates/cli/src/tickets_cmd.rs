@@ -212,7 +212,7 @@ fn run_inspect(args: &InspectArgs) -> Result<()> {
         semi_run::Settings::resolve(&args.rule.choices(), &semi_run::Choices::default())?;
     let rule = args.rule.rule(&settings)?;
     if let Some(p) = &args.histograms {
-        crate::common::check_path(p, "--histograms")?;
+        semi_run::outputs::check_png_path(p, "--histograms")?;
     }
     let store = Store::open(&args.store)?;
     let status = store.status()?;

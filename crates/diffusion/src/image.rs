@@ -67,26 +67,43 @@ pub fn write_atomic(
 
 /// Saves an image in [0, 1] as an 8-bit RGB PNG with `parameters` and `semi` text chunks.
 pub fn save_png(path: &Path, image: &Tensor, params: &ImageParams) -> Result<()> {
+    let bytes = png_bytes(image, params)?;
+    write_atomic(path, |f| Ok(f.write_all(&bytes)?))
+}
+
+/// The PNG of [`save_png`], in memory (for writers that commit several files together).
+pub fn png_bytes(image: &Tensor, params: &ImageParams) -> Result<Vec<u8>> {
     let (w, h, rgb) = to_rgb8(image)?;
     let json = serde_json::to_string(params)?;
     let text = [("parameters", json.as_str()), ("semi", SEMI_VERSION)];
-    write_atomic(path, |f| semi_jobs::write_png_rgb8(f, w, h, &rgb, &text))
+    semi_jobs::encode_png_rgb8(w, h, &rgb, &text)
 }
 
-/// Writes the parameters as pretty JSON next to the image (`x.png` -> `x.json`), atomically:
-/// easier to read and to batch-process than a PNG text chunk.
-pub fn save_sidecar(png_path: &Path, params: &ImageParams) -> Result<std::path::PathBuf> {
-    let path = if png_path.extension().is_some_and(|e| e == "json") {
-        // Never overwrite the image itself.
+/// Where [`save_sidecar`] writes: `x.png` -> `x.json` (`x.json.params.json` for an image
+/// named `.json`, so the image itself is never overwritten).
+pub fn sidecar_path(png_path: &Path) -> std::path::PathBuf {
+    if png_path.extension().is_some_and(|e| e == "json") {
         let mut name = png_path.as_os_str().to_owned();
         name.push(".params.json");
         std::path::PathBuf::from(name)
     } else {
         png_path.with_extension("json")
-    };
+    }
+}
+
+/// The sidecar of [`save_sidecar`]: the parameters as pretty JSON and a newline.
+pub fn sidecar_bytes(params: &ImageParams) -> Result<Vec<u8>> {
     let mut json = serde_json::to_string_pretty(params)?;
     json.push('\n');
-    write_atomic(&path, |f| Ok(f.write_all(json.as_bytes())?))?;
+    Ok(json.into_bytes())
+}
+
+/// Writes the parameters as pretty JSON next to the image (`x.png` -> `x.json`), atomically:
+/// easier to read and to batch-process than a PNG text chunk.
+pub fn save_sidecar(png_path: &Path, params: &ImageParams) -> Result<std::path::PathBuf> {
+    let path = sidecar_path(png_path);
+    let bytes = sidecar_bytes(params)?;
+    write_atomic(&path, |f| Ok(f.write_all(&bytes)?))?;
     Ok(path)
 }
 

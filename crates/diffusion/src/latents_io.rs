@@ -49,19 +49,44 @@ fn is_npy(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
-/// Save by extension: `.npy` as NumPy, anything else as safetensors (key `latents`).
+/// Refuse a latents path whose extension names no format semi writes (`.safetensors`, `.npy`),
+/// so a file never carries bytes other than its name says.
+pub fn check_latents_path(path: &Path) -> Result<()> {
+    let ok = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors") || e.eq_ignore_ascii_case("npy"));
+    ensure!(
+        ok,
+        "{}: latents are written as .safetensors or .npy; name the file with one of them",
+        path.display()
+    );
+    Ok(())
+}
+
+/// The bytes of [`save_latents`]: `.npy` as NumPy, `.safetensors` with the key `latents`.
+pub fn latents_bytes(
+    path: &Path,
+    data: &[f32],
+    shape: &[usize],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    check_latents_path(path)?;
+    check_shape(data, shape)?;
+    if is_npy(path) {
+        Ok(npy_bytes(data, shape))
+    } else {
+        safetensors_bytes(data, shape, metadata)
+    }
+}
+
+/// Save by extension (see [`latents_bytes`]); other extensions are refused.
 pub fn save_latents(
     path: &Path,
     data: &[f32],
     shape: &[usize],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    check_shape(data, shape)?;
-    let bytes = if is_npy(path) {
-        npy_bytes(data, shape)
-    } else {
-        safetensors_bytes(data, shape, metadata)?
-    };
+    let bytes = latents_bytes(path, data, shape, metadata)?;
     write_atomic(path, |f| Ok(f.write_all(&bytes)?))
         .with_context(|| format!("cannot save latents to {}", path.display()))
 }
@@ -74,13 +99,23 @@ pub fn read_latents(path: &Path) -> Result<Tensor> {
 
 /// Write a tensor's values (converted to f32) with [`save_latents`] and no metadata.
 pub fn write_latents(path: &Path, latents: &Tensor) -> Result<()> {
+    let (data, shape) = tensor_values(latents)?;
+    save_latents(path, &data, &shape, &BTreeMap::new())
+}
+
+/// The bytes [`write_latents`] writes.
+pub fn tensor_latents_bytes(path: &Path, latents: &Tensor) -> Result<Vec<u8>> {
+    let (data, shape) = tensor_values(latents)?;
+    latents_bytes(path, &data, &shape, &BTreeMap::new())
+}
+
+fn tensor_values(latents: &Tensor) -> Result<(Vec<f32>, Vec<usize>)> {
     let t = latents
         .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .contiguous()?;
     let shape = t.dims().to_vec();
-    let data = t.flatten_all()?.to_vec1::<f32>()?;
-    save_latents(path, &data, &shape, &BTreeMap::new())
+    Ok((t.flatten_all()?.to_vec1::<f32>()?, shape))
 }
 
 /// Load latents saved by [`save_latents`] (or any f32 `latents` safetensors / `<f4` C-order npy).

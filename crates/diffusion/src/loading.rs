@@ -486,6 +486,18 @@ pub fn var_builder_with(
     precision: Precision,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
+    Ok(checked_var_builder(weights, precision, device)?.0)
+}
+
+/// [`var_builder_with`], and a record of the tensors the model asks for, so that after building
+/// it [`UsedWeights::check_all_used`] can refuse a file with tensors the model has no place for
+/// (another architecture's, or a file of several models). Integer tensors are refused when
+/// asked for: weights are floating point.
+pub fn checked_var_builder(
+    weights: &[PathBuf],
+    precision: Precision,
+    device: &Device,
+) -> Result<(VarBuilder<'static>, UsedWeights)> {
     for w in weights {
         check_safetensors(w).with_context(|| format!("malformed weights {}", w.display()))?;
     }
@@ -495,7 +507,113 @@ pub fn var_builder_with(
         let names: Vec<String> = weights.iter().map(|w| w.display().to_string()).collect();
         format!("cannot load weights {}", names.join(", "))
     })?;
-    Ok(precision.var_builder(Box::new(files), device))
+    let all: Vec<String> = files.tensors().into_iter().map(|(name, _)| name).collect();
+    let used = UsedWeights {
+        files: weights.to_vec(),
+        all,
+        used: std::sync::Arc::new(Mutex::new(std::collections::HashSet::new())),
+    };
+    let backend = CheckedWeights {
+        inner: files,
+        used: used.used.clone(),
+    };
+    Ok((precision.var_builder(Box::new(backend), device), used))
+}
+
+/// Buffers of some exporters that no model reads (transformers saved CLIP's `position_ids`
+/// before 4.31).
+const IGNORED_TENSOR_SUFFIXES: &[&str] = &["position_ids"];
+
+/// The tensor names of some weight files, and which of them a model asked for.
+pub struct UsedWeights {
+    files: Vec<PathBuf>,
+    all: Vec<String>,
+    used: std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl UsedWeights {
+    /// Fails naming the tensors of the files that the model built from them never read.
+    pub fn check_all_used(&self) -> Result<()> {
+        let used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        let mut extra: Vec<&str> = self
+            .all
+            .iter()
+            .filter(|n| !used.contains(*n))
+            .filter(|n| !IGNORED_TENSOR_SUFFIXES.iter().any(|s| n.ends_with(s)))
+            .map(String::as_str)
+            .collect();
+        if extra.is_empty() {
+            return Ok(());
+        }
+        extra.sort();
+        let shown = extra.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+        let more = if extra.len() > 3 {
+            format!(" and {} more", extra.len() - 3)
+        } else {
+            String::new()
+        };
+        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        bail!(
+            "{} holds {} tensor(s) this model has no place for: {shown}{more}; the file belongs \
+             to another architecture or config",
+            files.join(", "),
+            extra.len()
+        )
+    }
+}
+
+/// Memory-mapped safetensors that record what is read and refuse integer tensors.
+struct CheckedWeights {
+    inner: MmapedSafetensors,
+    used: std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl CheckedWeights {
+    fn check(&self, name: &str) -> candle_core::Result<()> {
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string());
+        if let Ok(view) = self.inner.get(name) {
+            // Named by text: candle links its own version of the safetensors crate.
+            let dtype = format!("{:?}", view.dtype());
+            if !matches!(dtype.as_str(), "F16" | "BF16" | "F32" | "F64") {
+                return Err(candle_core::Error::Msg(format!(
+                    "tensor {name} is {dtype}; weights must be floating point (F16, BF16, F32 \
+                     or F64)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl candle_nn::var_builder::SimpleBackend for CheckedWeights {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        h: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.check(name)?;
+        candle_nn::var_builder::SimpleBackend::get(&self.inner, s, name, h, dtype, dev)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        self.check(name)?;
+        candle_nn::var_builder::SimpleBackend::get_unchecked(&self.inner, name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        candle_nn::var_builder::SimpleBackend::contains_tensor(&self.inner, name)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

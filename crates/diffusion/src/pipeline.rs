@@ -6,7 +6,7 @@
 
 use crate::config::{SchedulerConfig, UNetConfig};
 use crate::controller::AttentionController;
-use crate::loading::{var_builder_with, ModelFiles, Variant};
+use crate::loading::{checked_var_builder, ModelFiles, Variant};
 use crate::noise::TorchGenerator;
 use crate::precision::Precision;
 use crate::schedulers::SchedulerKind;
@@ -155,21 +155,25 @@ impl StableDiffusion {
         let precision = precision.for_device(device);
         let dtype = precision.compute;
         let var_builder =
-            |weights: &[std::path::PathBuf]| var_builder_with(weights, precision, device);
+            |weights: &[std::path::PathBuf]| checked_var_builder(weights, precision, device);
         let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)
             .with_context(|| format!("cannot load the tokenizer in {}", files.root.display()))?;
-        let text_encoder = ClipTextModel::new(
-            var_builder(&files.text_encoder.weights)?,
-            &files.text_encoder.config,
-        )
-        .context("cannot build the text encoder")?;
-        let unet = UNet2DConditionModel::new(var_builder(&files.unet.weights)?, &files.unet.config)
-            .context("cannot build the UNet")?;
+        let (vb, used) = var_builder(&files.text_encoder.weights)?;
+        let text_encoder = ClipTextModel::new(vb, &files.text_encoder.config)
+            .context("cannot build the text encoder")?;
+        used.check_all_used()
+            .context("cannot build the text encoder")?;
+        let (vb, used) = var_builder(&files.unet.weights)?;
+        let unet =
+            UNet2DConditionModel::new(vb, &files.unet.config).context("cannot build the UNet")?;
+        used.check_all_used().context("cannot build the UNet")?;
         let vae = match &files.vae {
-            Some(v) => Some(
-                AutoencoderKL::new(var_builder(&v.weights)?, &v.config)
-                    .context("cannot build the VAE")?,
-            ),
+            Some(v) => {
+                let (vb, used) = var_builder(&v.weights)?;
+                let vae = AutoencoderKL::new(vb, &v.config).context("cannot build the VAE")?;
+                used.check_all_used().context("cannot build the VAE")?;
+                Some(vae)
+            }
             None => None,
         };
         Ok(Self {
@@ -287,6 +291,16 @@ impl StableDiffusion {
             &mut generator,
             scheduler.init_noise_sigma(),
         )?;
+        if !all_finite(&latents)? {
+            bail!(
+                "the initial {} NaN or infinite values",
+                if req.latents.is_some() {
+                    "latents given hold"
+                } else {
+                    "noise holds"
+                }
+            );
+        }
         let init_latents = latents.clone();
         let rows = if guidance {
             vec![false, true]
@@ -333,6 +347,14 @@ impl StableDiffusion {
             };
             let step = scheduler.step(&pred, t, &latents, noise.as_ref())?;
             latents = step.prev_sample;
+            if !all_finite(&latents)? {
+                bail!(
+                    "denoising produced NaN or infinite latents at step {i} of {} (timestep {t}); \
+                     the model's weights hold non-finite values, or its precision is too low \
+                     (try f32)",
+                    timesteps.len()
+                );
+            }
             on_step(StepEvent {
                 step: i,
                 num_steps: timesteps.len(),
@@ -425,4 +447,13 @@ mod tests {
             .unwrap();
         assert_eq!(v, vec![0.0, 0.0, 0.5, 0.75, 1.0, 1.0]);
     }
+}
+
+/// Whether `t` holds no NaN and no infinity (one reduction: both survive a sum).
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let sum = t
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(sum.is_finite())
 }

@@ -254,3 +254,31 @@ fn fingerprint_tracks_content_not_location() {
         fc
     );
 }
+
+#[test]
+fn integer_tensors_and_tensors_without_a_place_are_refused_by_name() {
+    use semi_diffusion::loading::checked_var_builder;
+    use semi_diffusion::precision::Precision;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("w.safetensors");
+    let f = Tensor::new(&[1f32, 2.0, 3.0], &Device::Cpu).unwrap();
+    let i = Tensor::new(&[1i64, 2, 3], &Device::Cpu).unwrap();
+    let tensors = [
+        ("w".to_string(), f.clone()),
+        ("counts".to_string(), i.clone()),
+        ("stray.weight".to_string(), f),
+        ("text_model.embeddings.position_ids".to_string(), i),
+    ];
+    candle_core::safetensors::save(&tensors.into_iter().collect(), &p).unwrap();
+    let (vb, used) =
+        checked_var_builder(&[p.clone()], Precision::uniform(DType::F32), &Device::Cpu).unwrap();
+    vb.get(3, "w").unwrap();
+    let err = vb.get(3, "counts").unwrap_err().to_string();
+    assert!(err.contains("tensor counts is I64"), "{err}");
+    // `stray.weight` was never asked for; `counts` was (and refused); position_ids is a buffer.
+    let err = used.check_all_used().unwrap_err().to_string();
+    assert!(
+        err.contains("1 tensor(s) this model has no place for: stray.weight"),
+        "{err}"
+    );
+}

@@ -238,10 +238,15 @@ impl MethodDir {
                 path.display()
             );
         }
-        if !self.image_path(&item.id).is_file() {
-            return Ok(ItemState::Missing);
+        // Done means the image decodes at the planned size: an empty or cut file (a disk
+        // that filled up, a copy that stopped) is made again.
+        let want = (item.layout.width, item.layout.height);
+        match RgbImage::load_png(&self.image_path(&item.id)) {
+            Ok(img) if (img.width(), img.height()) == want && (side.width, side.height) == want => {
+                Ok(ItemState::Done(Box::new(side)))
+            }
+            _ => Ok(ItemState::Missing),
         }
-        Ok(ItemState::Done(Box::new(side)))
     }
 
     /// Every shard manifest in the directory, in file-name order.

@@ -12,7 +12,7 @@ pub use semi_jobs::fsutil::write_atomic;
 
 /// Atomically write `image` as a PNG with `tEXt` chunks.
 pub fn write_png_atomic(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result<()> {
-    semi_jobs::write_atomic_with(path, |tmp| image.save_png(tmp, text))
+    image.save_png(path, text)
 }
 
 /// Pretty JSON, newline-terminated, written atomically.

@@ -176,6 +176,17 @@ fn resume_skips_finished_images_and_failures_keep_them() {
     })
     .unwrap();
     assert_eq!(calls.get(), 1);
+    // So are an empty PNG and a cut one (a full disk, a copy that stopped).
+    std::fs::write(dir.image_path("s0"), b"").unwrap();
+    let png = std::fs::read(dir.image_path("s2")).unwrap();
+    std::fs::write(dir.image_path("s2"), &png[..png.len() / 2]).unwrap();
+    calls.set(0);
+    generate_shard(&dir, &plan, Shard::ALL, |it| {
+        calls.set(calls.get() + 1);
+        paint(it, 0)
+    })
+    .unwrap();
+    assert_eq!(calls.get(), 2);
     merge(&dir, &plan).unwrap();
     // No temporary files are left behind.
     assert!(files(dir.dir()).iter().all(|(n, _)| !n.starts_with(".tmp")));

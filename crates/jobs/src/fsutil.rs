@@ -1,20 +1,205 @@
 //! Crash-safe file writes: write a temporary file next to the target, fsync it, rename it over
 //! the target, fsync the directory. A reader (or a crash) sees the old file or the new one,
 //! never a half-written one. Temporary files are named `.tmp.<name>.<pid>.<n>`;
-//! [`remove_stale_temps`] deletes the ones a killed process left behind.
+//! [`remove_stale_temps`] deletes the ones a killed process left behind, and after
+//! [`remove_temps_on_interrupt`] Ctrl-C (or SIGTERM) removes this process's own before it exits.
+//!
+//! Only regular files are replaced: a target that is a device (`/dev/null`), a pipe, a socket
+//! or a folder is refused ([`check_target`]), and a symbolic link is followed, so the link stays
+//! and the file it names is replaced.
 
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
 pub const TEMP_PREFIX: &str = ".tmp.";
 
+/// The temporary files this process is writing. Renames happen with the lock held, so the
+/// interrupt handler (which takes it too) never exits between the renames of one group.
+static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn live_temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On Ctrl-C or SIGTERM, remove the temporary files being written, say so, and exit with 130
+/// (the shell's code for an interrupt). A group of files being committed
+/// ([`write_atomic_files`]) is finished first, so an image never lands without its sidecar.
+/// For command-line tools; a server with its own shutdown does not call it.
+pub fn remove_temps_on_interrupt() -> Result<()> {
+    ctrlc::set_handler(|| {
+        let temps = std::mem::take(&mut *live_temps());
+        for t in &temps {
+            let _ = fs::remove_file(t);
+        }
+        eprintln!("interrupted");
+        std::process::exit(130);
+    })
+    .context("cannot install the interrupt handler")
+}
+
+/// Refuse a target that exists and is not a regular file (or a link to one): a device such
+/// as `/dev/null`, a pipe, a socket or a folder would be replaced by a regular file.
+pub fn check_target(path: &Path) -> Result<()> {
+    match fs::metadata(path) {
+        Ok(md) if md.is_file() => Ok(()),
+        Ok(md) => bail!(
+            "{} is {}, not a regular file; semi writes files whole (temporary file, then \
+             rename) and will not replace it: name a file",
+            path.display(),
+            if md.is_dir() {
+                "a folder"
+            } else {
+                "a device, pipe or socket"
+            }
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if fs::symlink_metadata(path).is_ok() {
+                bail!("{} is a broken symbolic link", path.display());
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+    }
+}
+
+/// The file a write to `path` replaces: `path`, or what a symbolic link there points to.
+fn write_target(path: &Path) -> Result<PathBuf> {
+    check_target(path)?;
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return fs::canonicalize(path)
+            .with_context(|| format!("cannot follow the link {}", path.display()));
+    }
+    Ok(path.to_path_buf())
+}
+
 /// Atomically replace `path` with `bytes` (see the module docs).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_file(path, |f| Ok(f.write_all(bytes)?))
+    write_atomic_files(&[(path, bytes)])
+}
+
+/// Atomically replace several files, all or none as far as this process can tell: every file
+/// is written to its temporary first, and the renames happen only when all are written, with
+/// Ctrl-C held off until the last (a power cut can still fall between two renames). Two
+/// entries naming one file are refused.
+pub fn write_atomic_files(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(files.len());
+    let result = (|| {
+        for (i, &(path, bytes)) in files.iter().enumerate() {
+            if files[..i].iter().any(|(p, _)| same_file_name(p, path)) {
+                bail!(
+                    "{} is named twice among the files of one write",
+                    path.display()
+                );
+            }
+            let target = write_target(path)?;
+            let tmp = stage(&target, |tmp| {
+                let mut f = File::create(tmp)
+                    .with_context(|| format!("cannot create {}", tmp.display()))?;
+                f.write_all(bytes)
+                    .with_context(|| format!("cannot write {}", tmp.display()))
+            })?;
+            staged.push((tmp, target));
+        }
+        commit(&staged)
+    })();
+    if result.is_err() {
+        discard(staged.iter().map(|(tmp, _)| tmp));
+    }
+    result
+}
+
+/// Whether two paths name the same file as far as their text goes (`a/x.png`, `./a/x.png`).
+pub fn same_file_name(a: &Path, b: &Path) -> bool {
+    let norm = |p: &Path| -> PathBuf {
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().unwrap_or_default().join(p)
+        };
+        let mut out = PathBuf::new();
+        for c in abs.components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    norm(a) == norm(b)
+}
+
+/// Write a temporary file next to `target` with `write` and fsync it; the temporary is
+/// registered for removal on interrupt (and removed here if `write` fails).
+fn stage(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    let dir = parent_dir(target)?;
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} has no file name", target.display()))?;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        "{TEMP_PREFIX}{}.{}.{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    live_temps().push(tmp.clone());
+    let result = write(&tmp).and_then(|()| {
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("cannot sync {}", tmp.display()))
+    });
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            discard([&tmp]);
+            Err(e)
+        }
+    }
+}
+
+/// Rename every staged temporary over its target (the interrupt handler waits meanwhile),
+/// then fsync the folders.
+fn commit(staged: &[(PathBuf, PathBuf)]) -> Result<()> {
+    {
+        let mut live = live_temps();
+        for (tmp, target) in staged {
+            fs::rename(tmp, target).with_context(|| {
+                format!("cannot rename {} to {}", tmp.display(), target.display())
+            })?;
+            live.retain(|t| t != tmp);
+        }
+    }
+    for (_, target) in staged {
+        sync_dir(&parent_dir(target)?)?;
+    }
+    Ok(())
+}
+
+fn discard<'a>(temps: impl IntoIterator<Item = &'a PathBuf>) {
+    let mut live = live_temps();
+    for tmp in temps {
+        let _ = fs::remove_file(tmp);
+        live.retain(|t| t != tmp);
+    }
+}
+
+fn parent_dir(path: &Path) -> Result<PathBuf> {
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no parent directory", path.display()))?;
+    Ok(if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir.to_path_buf()
+    })
 }
 
 /// Atomically replace `path` with whatever `write` puts into the open temporary file it is
@@ -32,36 +217,14 @@ pub fn write_atomic_file(path: &Path, write: impl FnOnce(&mut File) -> Result<()
 /// carries the process id and a per-process counter, so two processes, or two threads of one,
 /// never share one.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path
-        .parent()
-        .with_context(|| format!("{} has no parent directory", path.display()))?;
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}.{}.{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write(&tmp).and_then(|()| {
-        File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("cannot sync {}", tmp.display()))?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    });
+    let target = write_target(path)?;
+    let tmp = stage(&target, write)?;
+    let staged = [(tmp, target)];
+    let result = commit(&staged);
     if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        discard([&staged[0].0]);
     }
-    result?;
-    sync_dir(dir)
+    result
 }
 
 /// fsync a directory so a rename or creation in it survives a power loss.
@@ -149,6 +312,52 @@ mod tests {
         fs::write(dir.path().join("sub/.tmp.x"), b"half").unwrap();
         assert_eq!(remove_stale_temps(dir.path()).unwrap(), 1);
         assert!(!dir.path().join("sub/.tmp.x").exists());
+    }
+
+    #[test]
+    fn devices_and_folders_are_refused_and_links_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(unix)]
+        {
+            let err = write_atomic(Path::new("/dev/null"), b"x")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not a regular file"), "{err}");
+            let real = dir.path().join("real.bin");
+            fs::write(&real, b"old").unwrap();
+            let link = dir.path().join("link.bin");
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            write_atomic(&link, b"new").unwrap();
+            assert!(fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            assert_eq!(fs::read(&real).unwrap(), b"new");
+        }
+        let err = write_atomic(dir.path(), b"x").unwrap_err().to_string();
+        assert!(err.contains("a folder"), "{err}");
+    }
+
+    #[test]
+    fn a_group_is_written_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_atomic_files(&[(&a, b"1"), (&b, b"2")]).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"2");
+        // The second target is a folder: neither file changes, no temporary stays.
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        assert!(write_atomic_files(&[(&a, b"9"), (&sub, b"9")]).is_err());
+        assert_eq!(fs::read(&a).unwrap(), b"1");
+        let err = write_atomic_files(&[(&a, b"1"), (&dir.path().join("./a"), b"2")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("named twice"), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 3, "{names:?}");
     }
 
     #[test]

@@ -4,15 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
-use semi_diffusion::image::{save_png, save_sidecar, to_rgb8, ImageParams};
-use semi_diffusion::latents_io::write_latents;
+use anyhow::{bail, Context, Result};
+use semi_diffusion::image::{png_bytes, sidecar_bytes, sidecar_path, to_rgb8, ImageParams};
+use semi_diffusion::latents_io::{check_latents_path, tensor_latents_bytes};
 use semi_methods::Generation;
 use semi_toyworld::image::RgbImage;
 
 use crate::run::Run;
 
-/// Fails early when a file could not be written at the end of a long run.
+/// Fails early when a file could not be written at the end of a long run: its folder is
+/// missing, or it names a folder, a device (`/dev/null`), a pipe or a socket.
 pub fn check_path(path: &Path, flag: &str) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -28,7 +29,21 @@ pub fn check_path(path: &Path, flag: &str) -> Result<()> {
     if path.is_dir() {
         bail!("{flag} {} is a folder", path.display());
     }
-    Ok(())
+    semi_jobs::check_target(path).with_context(|| format!("{flag} {}", path.display()))
+}
+
+/// [`check_path`] for an image: semi writes PNG, so the name must say `.png`.
+pub fn check_png_path(path: &Path, flag: &str) -> Result<()> {
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        bail!(
+            "{flag} {}: semi writes PNG images; name the file .png",
+            path.display()
+        );
+    }
+    check_path(path, flag)
 }
 
 /// `<out>.boxes.png` next to the image: `image.png` -> `image.boxes.png`.
@@ -41,31 +56,82 @@ pub fn boxes_path(out: &Path) -> PathBuf {
 pub struct Outputs {
     /// The image; the sidecar is `<image>.json`, the boxes `<image>.boxes.png`.
     pub image: PathBuf,
-    /// The final latents (safetensors key `latents`, or .npy).
+    /// The final latents (`.safetensors` with the key `latents`, or `.npy`).
     pub latents: Option<PathBuf>,
 }
 
 impl Outputs {
-    /// Check the paths (`--out`, `--save-latents`) before the work starts.
-    pub fn check(&self) -> Result<()> {
-        check_path(&self.image, "--out")?;
+    /// Every file a run writes, with the flag or rule that names it: the image, its sidecar,
+    /// the boxes when `boxes`, the latents.
+    fn files(&self, boxes: bool) -> Vec<(PathBuf, String)> {
+        let mut files = vec![
+            (self.image.clone(), "--out".to_string()),
+            (
+                sidecar_path(&self.image),
+                "the sidecar of --out".to_string(),
+            ),
+        ];
+        if boxes {
+            files.push((
+                boxes_path(&self.image),
+                "the boxes image of --out".to_string(),
+            ));
+        }
         if let Some(p) = &self.latents {
-            check_path(p, "--save-latents")?;
+            files.push((p.clone(), "--save-latents".to_string()));
+        }
+        files
+    }
+
+    /// Check the paths before the work starts: formats their names promise, folders that
+    /// exist, targets that are files, no two outputs on one file, and no output over one of
+    /// `inputs` (`--layout x.json --out x.png` would replace the layout with the sidecar).
+    /// `boxes`: the run draws the layout's boxes.
+    pub fn check(&self, boxes: bool, inputs: &[(&Path, &str)]) -> Result<()> {
+        check_png_path(&self.image, "--out")?;
+        if let Some(p) = &self.latents {
+            check_latents_path(p).context("--save-latents")?;
+        }
+        let files = self.files(boxes);
+        for (i, (path, what)) in files.iter().enumerate() {
+            check_path(path, what)?;
+            if let Some((_, first)) = files[..i]
+                .iter()
+                .find(|(p, _)| semi_jobs::same_file_name(p, path))
+            {
+                bail!(
+                    "{what} and {first} are both {}; give each output its own file",
+                    path.display()
+                );
+            }
+            if let Some((_, input)) = inputs
+                .iter()
+                .find(|(p, _)| semi_jobs::same_file_name(p, path))
+            {
+                bail!(
+                    "{what} would overwrite {input} {}; choose another --out",
+                    path.display()
+                );
+            }
         }
         Ok(())
     }
 
-    /// Write every file of `generation`; returns the paths written, image first.
+    /// Write every file of `generation` together (all written, then all renamed: Ctrl-C never
+    /// leaves an image without its sidecar); returns the paths written, image first.
     pub fn write(
         &self,
         run: &Run,
         params: &ImageParams,
         generation: &Generation,
     ) -> Result<Vec<PathBuf>> {
-        save_png(&self.image, &generation.image, params)?;
-        let mut written = vec![self.image.clone(), save_sidecar(&self.image, params)?];
-        if !run.layout.objects.is_empty() {
-            let preview = boxes_path(&self.image);
+        let boxes = !run.layout.objects.is_empty();
+        self.check(boxes, &[])?;
+        let mut bytes = vec![
+            png_bytes(&generation.image, params)?,
+            sidecar_bytes(params)?,
+        ];
+        if boxes {
             let (w, h, rgb) = to_rgb8(&generation.image)?;
             let image = RgbImage::from_raw(w, h, rgb)?;
             let boxes: Vec<[f64; 4]> = run
@@ -75,16 +141,24 @@ impl Outputs {
                 .map(|o| o.bbox.to_array())
                 .collect();
             let drawn = boxes_over(&image, &boxes);
-            semi_jobs::write_atomic_with(&preview, |tmp| {
-                drawn.save_png(tmp, &[("Title", "layout boxes")])
-            })?;
-            written.push(preview);
+            bytes.push(semi_jobs::encode_png_rgb8(
+                drawn.width(),
+                drawn.height(),
+                drawn.as_raw(),
+                &[("Title", "layout boxes")],
+            )?);
         }
         if let Some(p) = &self.latents {
-            write_latents(p, &generation.latents)?;
-            written.push(p.clone());
+            bytes.push(tensor_latents_bytes(p, &generation.latents)?);
         }
-        Ok(written)
+        let paths: Vec<PathBuf> = self.files(boxes).into_iter().map(|(p, _)| p).collect();
+        let files: Vec<(&Path, &[u8])> = paths
+            .iter()
+            .zip(&bytes)
+            .map(|(p, b)| (p.as_path(), b.as_slice()))
+            .collect();
+        semi_jobs::write_atomic_files(&files)?;
+        Ok(paths)
     }
 }
 

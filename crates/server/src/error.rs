@@ -38,7 +38,7 @@ impl ApiError {
 
     /// From an anyhow chain, all causes on one line.
     pub fn from_anyhow(status: StatusCode, err: &anyhow::Error) -> Self {
-        Self::new(status, format!("{err:#}"))
+        Self::new(status, semi_jobs::one_line(err))
     }
 }
 

@@ -113,7 +113,7 @@ impl JobRequest {
             ..Request::default()
         };
         let run = Run::plan(&model.reference, request)
-            .map_err(|e| ApiError::invalid(format!("{e:#}")))?;
+            .map_err(|e| ApiError::invalid(semi_jobs::one_line(&e)))?;
         Ok(JobRequest { run, warnings })
     }
 }
@@ -140,5 +140,5 @@ fn parse_method(init: Option<&str>, layout_method: Option<&str>) -> ApiResult<Me
     } else {
         format!("{init}+{guidance}")
     };
-    Method::parse(&text).map_err(|e| ApiError::invalid(format!("{e:#}")))
+    Method::parse(&text).map_err(|e| ApiError::invalid(semi_jobs::one_line(&e)))
 }

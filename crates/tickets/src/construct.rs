@@ -262,6 +262,12 @@ pub fn construct(
     if options.recalibrate {
         standardize_channels(&mut latents, c);
     }
+    if let Some(v) = latents.iter().find(|v| !v.is_finite()) {
+        bail!(
+            "the store {} holds a non-finite noise value ({v}); it is damaged: collect a new one",
+            store.dir().display()
+        );
+    }
     let warnings = map.warnings().iter().map(|w| w.to_string()).collect();
     Ok(Construction {
         latents,

@@ -290,7 +290,10 @@ mod tests {
         let stored = Pair::stored(&"y".repeat(300), "dog").unwrap();
         let name = stored.dir_name();
         assert!(name.starts_with("h-") && name.len() == 34, "{name}");
-        assert_ne!(name, Pair::stored(&"y".repeat(301), "dog").unwrap().dir_name());
+        assert_ne!(
+            name,
+            Pair::stored(&"y".repeat(301), "dog").unwrap().dir_name()
+        );
         assert!(stored.legacy_dir_name().unwrap().len() > MAX_DIR_NAME);
         let at_limit = Pair::new(&"é".repeat(MAX_CATEGORY_CHARS), "dog").unwrap();
         assert!(at_limit.dir_name().len() <= MAX_DIR_NAME);

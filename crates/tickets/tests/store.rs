@@ -358,7 +358,10 @@ fn an_unfinished_extension_leaves_the_store_as_it_was() {
     let full = request(8, None);
     let mut failing = FakeProber::new(fp()).fail_after(20);
     assert!(collect(dir.path(), &mut failing, &full, &mut |_| {}).is_err());
-    assert_eq!(std::fs::read(dir.path().join("manifest.json")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(dir.path().join("manifest.json")).unwrap(),
+        before
+    );
     let s = Store::open(dir.path()).unwrap();
     assert!(s.status().unwrap().is_complete());
     assert!(s.has_unfinished_change());
@@ -392,4 +395,26 @@ fn a_store_poisoned_by_an_overlong_category_repairs_itself() {
     let s = Store::open(dir.path()).unwrap();
     assert!(s.status().unwrap().is_complete());
     assert_eq!(s.pairs().len(), 6);
+}
+
+#[test]
+fn damaged_scores_are_refused_on_use_and_scored_again_by_collect() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(4, None);
+    run(dir.path(), &req);
+    let whole = tree(dir.path());
+    let path = dir.path().join("scores/car+dog/c00001.f32");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let err = s.scores("car", "dog").unwrap_err().to_string();
+    assert!(
+        err.contains("outside [0, 1]") && err.contains("c00001.f32"),
+        "{err}"
+    );
+    drop(s);
+    let summary = run(dir.path(), &req);
+    assert_eq!(summary.units_computed, 1);
+    assert_eq!(tree(dir.path()), whole);
 }

@@ -134,10 +134,10 @@ impl RgbImage {
     /// Writes an 8-bit RGB PNG, with optional text chunks (keyword, text): `tEXt` when the text
     /// is ASCII, UTF-8 `iTXt` otherwise ([`semi_jobs::write_png_rgb8`]).
     pub fn save_png(&self, path: &Path, text: &[(&str, &str)]) -> Result<()> {
-        let file =
-            File::create(path).with_context(|| format!("creating PNG {}", path.display()))?;
-        semi_jobs::write_png_rgb8(file, self.width, self.height, &self.data, text)
-            .with_context(|| format!("writing PNG {}", path.display()))
+        semi_jobs::write_atomic_file(path, |file| {
+            semi_jobs::write_png_rgb8(file, self.width, self.height, &self.data, text)
+        })
+        .with_context(|| format!("writing PNG {}", path.display()))
     }
 
     /// Reads a PNG as 8-bit RGB (greyscale and palette images are expanded, alpha is dropped,

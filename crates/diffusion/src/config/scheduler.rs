@@ -57,6 +57,28 @@ const OTHER_SCHEDULER_FIELDS: &[&str] = &[
     "flow_shift",
 ];
 
+/// The diffusers schedulers of SD 1.x/2.x/XL folders whose config describes a noise schedule
+/// semi reads (see the struct docs). Another `_class_name` (a flow-matching scheduler, a typo)
+/// is an error naming it, not DDIM's defaults in silence.
+pub const KNOWN_SCHEDULER_CLASSES: &[&str] = &[
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "LMSDiscreteScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "DPMSolverSDEScheduler",
+    "DEISMultistepScheduler",
+    "UniPCMultistepScheduler",
+    "LCMScheduler",
+    "TCDScheduler",
+];
+
 impl SchedulerConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -80,6 +102,14 @@ impl SchedulerConfig {
             .copied()
             .filter(|f| *f != "class_name")
             .collect();
+        if let Some(class) = &class_name {
+            if !KNOWN_SCHEDULER_CLASSES.contains(&class.as_str()) {
+                bail!(
+                    "{what}: unknown scheduler class {class:?}; semi reads the configs of {}",
+                    KNOWN_SCHEDULER_CLASSES.join(", ")
+                );
+            }
+        }
         let mut cfg: Self = parse_checked(text, what, &known, OTHER_SCHEDULER_FIELDS)?;
         cfg.class_name = class_name;
         cfg.validate(what)?;
@@ -134,5 +164,16 @@ mod tests {
         assert_eq!(cfg.class_name.as_deref(), Some("PNDMScheduler"));
         assert_eq!(cfg.steps_offset, 1);
         assert!(SchedulerConfig::parse(r#"{"prediction_type":"flow"}"#).is_err());
+    }
+
+    #[test]
+    fn an_unknown_scheduler_class_is_an_error_naming_it() {
+        let err = SchedulerConfig::parse(r#"{"_class_name":"FooScheduler"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown scheduler class \"FooScheduler\""),
+            "{err}"
+        );
     }
 }

@@ -197,7 +197,7 @@ pub fn collect(
     let units = manifest.units_of(manifest.shard);
     let mut done_before = Vec::with_capacity(units.len());
     for u in &units {
-        done_before.push(unit_images_done(dir, &manifest, *u)?);
+        done_before.push(valid_images_done(dir, &manifest, *u)?);
     }
     let mut p = Progress {
         units_done: 0,
@@ -384,6 +384,28 @@ fn write_noise(dir: &Path, m: &Manifest) -> Result<()> {
         write_atomic(&path, &f32_bytes(&values))?;
     }
     Ok(())
+}
+
+/// [`unit_images_done`], reading the scores: images from the first one with a score outside
+/// [0, 1] (NaN included) on count as not done, so a resumed collect scores them again.
+fn valid_images_done(dir: &Path, m: &Manifest, u: Unit) -> Result<usize> {
+    let have = unit_images_done(dir, m, u)?;
+    if have == 0 {
+        return Ok(0);
+    }
+    let path = manifest::score_path(dir, &m.pairs[u.pair], u.chunk);
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let row = m.score_row_bytes();
+    let good = bytes[..have * row]
+        .chunks_exact(row)
+        .take_while(|image| {
+            image.chunks_exact(4).all(|b| {
+                let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                (0.0..=1.0).contains(&v)
+            })
+        })
+        .count();
+    Ok(good)
 }
 
 /// How many images of unit `u` are stored (0 if its file is missing; at most the chunk's, as a

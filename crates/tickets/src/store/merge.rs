@@ -182,7 +182,8 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<MergeSummary> {
 
 /// The first `len` bytes of `path` (checked complete before a merge).
 fn prefix(path: &Path, len: usize) -> Result<Vec<u8>> {
-    let mut bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes =
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.len() < len {
         bail!(
             "{} has {} bytes, expected {len}; the store is damaged",

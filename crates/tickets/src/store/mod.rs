@@ -283,7 +283,20 @@ impl Store {
                     range.end
                 );
             }
-            maps.push(map_file(&path)?);
+            let map = map_file(&path)?;
+            // Scores are min-max normalised: anything else is damage, not data.
+            if let Some(v) = as_f32(&map)[..want / 4]
+                .iter()
+                .find(|v| !(0.0..=1.0).contains(*v))
+            {
+                bail!(
+                    "the store {} is damaged: {} holds the score {v}, outside [0, 1]; delete \
+                     that file and rerun `semi tickets collect` to score it again",
+                    self.dir.display(),
+                    path.display()
+                );
+            }
+            maps.push(map);
         }
         let maps = Arc::new(maps);
         cache.insert(index, maps.clone());
