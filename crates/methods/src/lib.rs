@@ -32,4 +32,4 @@ pub use method::{Guidance, Init, Method};
 pub use needs::Needs;
 pub use options::MethodOptions;
 pub use prepare::{generate, prepare, Generation, Prepared, Sampling};
-pub use store::{cache_store, cache_store_with, check_store_model, CACHE_SEED};
+pub use store::{cache_store, cache_store_with, check_store_model, NoPartner, CACHE_SEED};

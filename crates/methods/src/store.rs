@@ -28,6 +28,27 @@ pub fn check_store_model(store: &Store, model_fingerprint: &str, model: &str) ->
     Ok(())
 }
 
+/// A one-category layout, and nothing to contrast its category with (the probe scores a
+/// category against another). The message gives the CLI's remedy; other front ends word their
+/// own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoPartner {
+    pub category: String,
+}
+
+impl std::fmt::Display for NoPartner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a layout with the single category {:?} has no partner to contrast it with: pass \
+             partners (e.g. --partners cat,car) or a collected store",
+            self.category
+        )
+    }
+}
+
+impl std::error::Error for NoPartner {}
+
 /// [`cache_store_with`] reporting what it does on stderr.
 pub fn cache_store(
     sd: &StableDiffusion,
@@ -123,11 +144,12 @@ pub fn cache_store_with(
     if pairs.is_empty() {
         match &existing {
             Some(s) if have_partners(s) => {}
-            _ => bail!(
-                "a layout with the single category {:?} has no partner to contrast it with: pass \
-                 partners (e.g. --partners cat,car) or a collected store",
-                categories[0]
-            ),
+            _ => {
+                return Err(NoPartner {
+                    category: categories[0].clone(),
+                }
+                .into())
+            }
         }
         // Only more images for the store's own pairs of these categories.
         let s = existing.as_ref().expect("checked");

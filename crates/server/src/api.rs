@@ -26,7 +26,7 @@ pub struct AppState {
     pub max_body: usize,
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, guard: crate::guard::Guard) -> Router {
     let limit = state.max_body;
     Router::new()
         .route("/", get(index))
@@ -43,6 +43,10 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            crate::guard::guard,
+        ))
         .with_state(state)
 }
 

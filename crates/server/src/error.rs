@@ -53,3 +53,61 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A failed job's message for the page: what to change there, not which CLI flag to pass.
+/// Errors that name a flag are typed where they arise; the rest read the same everywhere.
+pub fn page_message(err: &anyhow::Error) -> String {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<semi_tickets::NoTickets>() {
+            let change = match &e.category {
+                Some(_) => "give its box another category, or choose the gaussian Init (it needs no tickets)",
+                None => "choose the gaussian Init (it needs no tickets)",
+            };
+            return format!(
+                "{} ({} of {} blocks qualify under {}, the model's thresholds): {change}",
+                e.what(),
+                e.qualified,
+                e.n_blocks,
+                e.rule
+            );
+        }
+        if let Some(e) = cause.downcast_ref::<semi_methods::NoPartner>() {
+            return format!(
+                "a layout with the one category {:?} has nothing to contrast it with: add a box \
+                 of a second category",
+                e.category
+            );
+        }
+    }
+    semi_jobs::one_line(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_messages_name_what_to_change_on_the_page_not_a_flag() {
+        let e = semi_tickets::NoTickets {
+            category: None,
+            qualified: 0,
+            ambiguous: 0,
+            n_blocks: 1920,
+            rule: "paper (T_obj 0.7, T_bg 0.3)".into(),
+            advice: "raise --t-bg (now 0.3)".into(),
+            n_images: 30,
+        };
+        let cli = anyhow::Error::new(e.clone()).to_string();
+        assert!(cli.contains("raise --t-bg"), "{cli}");
+        let page = page_message(&anyhow::Error::new(e).context("cannot build the latents"));
+        assert!(!page.contains("--"), "{page}");
+        assert!(page.contains("gaussian Init"), "{page}");
+        let page = page_message(&anyhow::Error::new(semi_methods::NoPartner {
+            category: "dog".into(),
+        }));
+        assert!(
+            !page.contains("--") && page.contains("second category"),
+            "{page}"
+        );
+    }
+}

@@ -1,7 +1,10 @@
 //! The job table and queue shared by the HTTP handlers and the worker thread.
 //!
 //! One worker per model runs one job at a time; the rest wait in FIFO order. Finished jobs are
-//! kept (with their PNGs) up to [`KEEP_FINISHED`], oldest dropped first, so memory stays bounded.
+//! kept for the page to fetch, oldest dropped first, in two bounded sets: done jobs (with their
+//! images) up to [`KEEP_FINISHED`] and [`KEEP_RESULT_BYTES`], and failed or cancelled ones
+//! (at most a preview each) up to [`KEEP_FINISHED`] more. So however many jobs are cancelled,
+//! they never push a finished image out, and memory stays bounded.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,8 +15,11 @@ use serde::Serialize;
 
 use crate::request::JobRequest;
 
-/// Finished (done, failed, cancelled) jobs kept for the page to fetch.
+/// Done jobs kept for the page to fetch, and failed or cancelled ones besides.
 pub const KEEP_FINISHED: usize = 32;
+
+/// The most bytes of results (PNGs, latents, attention maps) that done jobs keep in memory.
+pub const KEEP_RESULT_BYTES: usize = 256 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -128,19 +134,41 @@ impl Table {
         }
     }
 
-    /// Drop the oldest finished jobs beyond [`KEEP_FINISHED`].
+    /// Drop the oldest finished jobs beyond the bounds of the module docs.
     fn prune(&mut self) {
-        let finished: Vec<u64> = self
+        let (done, other): (Vec<&Job>, Vec<&Job>) = self
             .jobs
             .values()
             .filter(|j| j.status.finished())
-            .map(|j| j.id)
-            .collect();
-        if finished.len() > KEEP_FINISHED {
-            for id in &finished[..finished.len() - KEEP_FINISHED] {
-                self.jobs.remove(id);
+            .partition(|j| j.status == Status::Done);
+        let mut drop = Vec::new();
+        // Newest first: keep while within the bounds.
+        let mut bytes = 0;
+        for (kept, j) in done.iter().rev().enumerate() {
+            bytes += j.result_bytes();
+            if kept >= KEEP_FINISHED || bytes > KEEP_RESULT_BYTES {
+                drop.push(j.id);
             }
         }
+        drop.extend(other.iter().rev().skip(KEEP_FINISHED).map(|j| j.id));
+        for id in drop {
+            self.jobs.remove(&id);
+        }
+    }
+}
+
+impl Job {
+    /// Bytes of results this job holds in memory.
+    pub fn result_bytes(&self) -> usize {
+        let len = |b: &Option<Arc<Vec<u8>>>| b.as_ref().map_or(0, |b| b.len());
+        len(&self.outputs.image_png)
+            + len(&self.outputs.initial_npy)
+            + len(&self.preview_png)
+            + self
+                .outputs
+                .attention
+                .as_ref()
+                .map_or(0, |a| a.to_string().len())
     }
 }
 

@@ -4,7 +4,10 @@
 //! # Safety
 //! - Binds to 127.0.0.1 unless `--host` says otherwise, and then prints a warning: the API has
 //!   no authentication and a job ties up the CPU.
-//! - Request bodies are bounded ([`ServeOptions::max_body`], 413 beyond), the queue too (503).
+//! - Only its own page may use it: foreign `Host` headers (DNS rebinding), other sites'
+//!   origins and non-JSON bodies on requests that change something are refused ([`guard`]).
+//! - Request bodies are bounded ([`ServeOptions::max_body`], 413 beyond), the queue too (503),
+//!   and the finished results kept in memory ([`jobs`]).
 //! - The client never names a file: the model and the store are the command line's; images and
 //!   latents are kept in memory and fetched by job id.
 //! - Every field is validated by the code the CLI uses (`semi_layout::Layout::from_json` +
@@ -47,7 +50,9 @@ pub mod api;
 pub mod assets;
 pub mod attention;
 pub mod error;
+pub mod guard;
 pub mod jobs;
+pub mod listener;
 pub mod model;
 pub mod preview;
 pub mod request;
@@ -73,6 +78,10 @@ pub struct ServeOptions {
     pub port: u16,
     pub max_body: usize,
     pub max_queue: usize,
+    /// Host names answered besides `localhost` and IP addresses ([`guard`]).
+    pub allow_hosts: Vec<String>,
+    /// Other sites' origins allowed to queue and cancel jobs ([`guard`]).
+    pub allow_origins: Vec<String>,
 }
 
 impl ServeOptions {
@@ -83,6 +92,8 @@ impl ServeOptions {
             port: 7860,
             max_body: DEFAULT_MAX_BODY,
             max_queue: DEFAULT_MAX_QUEUE,
+            allow_hosts: Vec::new(),
+            allow_origins: Vec::new(),
         }
     }
 }
@@ -112,14 +123,25 @@ pub async fn start(options: ServeOptions) -> Result<Running> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", options.host, options.port))?;
     let addr = listener.local_addr()?;
-    let app = api::router(api::AppState {
-        info: info.clone(),
-        shared,
-        max_queue: options.max_queue,
-        max_body: options.max_body,
-    });
+    // The name the server was started with is answered too.
+    let mut hosts = options.allow_hosts.clone();
+    hosts.push(options.host.clone());
+    let guard = guard::Guard {
+        port: addr.port(),
+        hosts,
+        origins: options.allow_origins.clone(),
+    };
+    let app = api::router(
+        api::AppState {
+            info: info.clone(),
+            shared,
+            max_queue: options.max_queue,
+            max_body: options.max_body,
+        },
+        guard,
+    );
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener::JsonErrorListener(listener), app)
             .with_graceful_shutdown(async {
                 let _ = tokio::signal::ctrl_c().await;
             })
@@ -187,6 +209,14 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 7860)]
     pub port: u16,
+    /// Also answer requests for this host name (repeatable; `localhost` and IP addresses are
+    /// always answered, other names are refused against DNS rebinding).
+    #[arg(long = "allow-host", value_name = "NAME")]
+    pub allow_hosts: Vec<String>,
+    /// Let pages of this origin (`http://host:port`) queue and cancel jobs (repeatable; by
+    /// default only the server's own page may).
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
 }
 
 /// `semi serve`: `--model` resolved as every command resolves it (`semi_run::embedded`).
@@ -200,5 +230,11 @@ pub fn run_cli(args: &ServeArgs) -> Result<()> {
     });
     options.host = args.host.clone();
     options.port = args.port;
+    options.allow_hosts = args.allow_hosts.clone();
+    options.allow_origins = args
+        .allow_origins
+        .iter()
+        .map(|o| o.trim_end_matches('/').to_string())
+        .collect();
     run(options)
 }

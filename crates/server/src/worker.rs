@@ -65,7 +65,7 @@ pub fn spawn(source: ModelSource, shared: Arc<Shared>) -> Result<ModelInfo> {
                         Err(e) => {
                             job.status = Status::Failed;
                             job.phase = "failed".into();
-                            job.error = Some(semi_jobs::one_line(&e));
+                            job.error = Some(crate::error::page_message(&e));
                         }
                     }
                 });

@@ -193,3 +193,103 @@ async fn queue_and_cancel() {
     assert_eq!(r.status, 409);
     r.error();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_sites_cannot_use_the_server() {
+    let addr = start_toy().await;
+    let http = Http::new(addr);
+    let body = json!({"layout": toy_layout(), "steps": 2})
+        .to_string()
+        .into_bytes();
+    // What a page of another site can send without asking: a text/plain or form POST.
+    for (origin, ct) in [
+        (Some("http://evil.example"), "text/plain"),
+        (
+            Some("http://evil.example"),
+            "application/x-www-form-urlencoded",
+        ),
+        (None, "text/plain"),
+        (Some("http://evil.example"), "application/json"),
+    ] {
+        let mut headers = vec![("content-type", ct)];
+        if let Some(o) = origin {
+            headers.push(("origin", o));
+        }
+        let r = http
+            .request_with("POST", "/api/jobs", &headers, body.clone())
+            .await;
+        assert!(
+            r.status == 403 || r.status == 415,
+            "{origin:?} {ct}: {}",
+            r.status
+        );
+        r.error();
+    }
+    assert_eq!(
+        http.get("/api/jobs").await.json()["jobs"],
+        json!([]),
+        "no job was queued"
+    );
+    // A DNS-rebinding page reaches the server under its own name.
+    let r = http
+        .request_with(
+            "GET",
+            "/api/info",
+            &[("host", "evil.example:80")],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.error().contains("evil.example"), "{}", r.error());
+    // The server's own page (same origin, JSON) still works.
+    let own = format!("http://{addr}");
+    let r = http
+        .request_with(
+            "POST",
+            "/api/jobs",
+            &[("content-type", "application/json"), ("origin", &own)],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    // An over-long URL is refused by hyper itself, still with a JSON body (sent by hand: the
+    // client refuses to build such a request).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /api/jobs/{} HTTP/1.1\r\nhost: {addr}\r\n\r\n",
+        "9".repeat(70_000)
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    tcp.read_to_end(&mut reply).await.unwrap();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 414"), "{reply}");
+    assert!(
+        reply.ends_with(r#"{"error":"the URL is too long"}"#),
+        "{reply}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_cancelled_jobs_keeps_the_finished_images() {
+    let http = Http::new(start_toy().await);
+    let r = http
+        .post_json("/api/jobs", &json!({"layout": toy_layout(), "steps": 2}))
+        .await;
+    let done = r.json()["id"].as_u64().unwrap();
+    assert_eq!(
+        http.wait_job(done, Duration::from_secs(120)).await["status"],
+        "done"
+    );
+    let body = json!({"layout": toy_layout(), "steps": 2});
+    for _ in 0..semi_server::jobs::KEEP_FINISHED * 3 {
+        let id = http.post_json("/api/jobs", &body).await.json()["id"]
+            .as_u64()
+            .unwrap();
+        http.post_json(&format!("/api/jobs/{id}/cancel"), &json!({}))
+            .await;
+    }
+    let r = http.get(&format!("/api/jobs/{done}/image.png")).await;
+    assert_eq!(r.status, 200, "the finished image was pushed out");
+}

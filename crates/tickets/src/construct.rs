@@ -116,6 +116,56 @@ pub fn semi_init(
     Ok((selection, construction))
 }
 
+/// A region of the layout has cells but its ticket set is empty. The message gives the CLI's
+/// remedy; other front ends (the server's page) word their own from the fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoTickets {
+    /// The category without winning tickets; `None`: the background.
+    pub category: Option<String>,
+    pub qualified: usize,
+    pub ambiguous: usize,
+    pub n_blocks: usize,
+    /// The selection rule, as displayed.
+    pub rule: String,
+    /// Which CLI threshold to move ([`Rule::advice`]).
+    pub advice: String,
+    /// N, the store's noise images.
+    pub n_images: usize,
+}
+
+impl NoTickets {
+    /// "no winning tickets for \"dog\"" or "no background tickets".
+    pub fn what(&self) -> String {
+        match &self.category {
+            Some(c) => format!("no winning tickets for {c:?}"),
+            None => "no background tickets".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for NoTickets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dropped = if self.ambiguous > 0 {
+            format!(", {} more dropped as ambiguous", self.ambiguous)
+        } else {
+            String::new()
+        };
+        write!(
+            f,
+            "{} ({} of {} blocks qualify under {}{dropped}); {}, or collect more noise images \
+             (raise N, now {})",
+            self.what(),
+            self.qualified,
+            self.n_blocks,
+            self.rule,
+            self.advice,
+            self.n_images
+        )
+    }
+}
+
+impl std::error::Error for NoTickets {}
+
 /// Build initial latents for `layout` from `selection` (made from `store`; see module docs).
 /// Errors: a layout size other than the store's, a layout category missing from the selection,
 /// or an empty ticket set for a region that has cells (naming the category and what to change).
@@ -178,25 +228,16 @@ pub fn construct(
             } else {
                 &selection.report.background
             };
-            let dropped = if report.ambiguous > 0 {
-                format!(", {} more dropped as ambiguous", report.ambiguous)
-            } else {
-                String::new()
-            };
-            let what = if s < n_sets {
-                format!("no winning tickets for {:?}", names[s])
-            } else {
-                "no background tickets".to_string()
-            };
-            bail!(
-                "{what} ({} of {} blocks qualify under {}{dropped}); {}, or collect more noise \
-                 images (raise N, now {})",
-                report.qualified,
-                selection.report.n_blocks,
-                selection.report.rule,
-                selection.report.rule.advice(n_cats, s == n_sets),
-                store.n_images()
-            );
+            return Err(NoTickets {
+                category: (s < n_sets).then(|| names[s].clone()),
+                qualified: report.qualified,
+                ambiguous: report.ambiguous,
+                n_blocks: selection.report.n_blocks,
+                rule: selection.report.rule.to_string(),
+                advice: selection.report.rule.advice(n_cats, s == n_sets),
+                n_images: store.n_images(),
+            }
+            .into());
         }
     }
 

@@ -29,7 +29,8 @@ pub mod store;
 pub mod swap;
 
 pub use construct::{
-    construct, semi_init, CellFill, Construction, InitMethod, InitOptions, Region, SetUse,
+    construct, semi_init, CellFill, Construction, InitMethod, InitOptions, NoTickets, Region,
+    SetUse,
 };
 pub use fingerprint::{hash_files, ProbeFingerprint};
 pub use latents::{load_latents, save_latents, Latents};

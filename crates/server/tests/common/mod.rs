@@ -85,10 +85,25 @@ impl Http {
     }
 
     pub async fn request(&self, method: &str, path: &str, body: Vec<u8>) -> Reply {
-        let req = hyper::Request::builder()
+        self.request_with(method, path, &[("content-type", "application/json")], body)
+            .await
+    }
+
+    /// A request with exactly these headers (plus the Host the client adds when not given).
+    pub async fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
+        let mut req = hyper::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("content-type", "application/json")
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
             .body(Full::new(Bytes::from(body)))
             .expect("request builds");
         let res = self.client.request(req).await.expect("server answers");
