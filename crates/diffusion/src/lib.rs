@@ -8,6 +8,7 @@ pub mod image;
 pub mod kernels;
 pub mod latents_io;
 pub mod loading;
+pub mod memory;
 pub mod nn;
 pub mod noise;
 pub mod pipeline;

@@ -227,6 +227,70 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     result
 }
 
+/// Bytes free for this user on the file system of `path` (its nearest existing ancestor), or
+/// `None` where that cannot be asked.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let mut at = path;
+    while !at.exists() {
+        at = at.parent().filter(|p| !p.as_os_str().is_empty())?;
+    }
+    free_bytes_at(at)
+}
+
+#[cfg(unix)]
+fn free_bytes_at(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `s` a buffer statvfs fills on success.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), s.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `s`.
+    let s = unsafe { s.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Some(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_bytes_at(_path: &Path) -> Option<u64> {
+    None
+}
+
+/// Refuse to start writing `bytes` more into `dir` when its file system has less free (with
+/// 1% and 64 MiB to spare); `what` says what would be written.
+pub fn ensure_free(dir: &Path, bytes: u64, what: &str) -> Result<()> {
+    let Some(free) = free_bytes(dir) else {
+        return Ok(());
+    };
+    let need = bytes.saturating_add(bytes / 100).saturating_add(64 << 20);
+    if need > free {
+        bail!(
+            "{what} needs about {} but {} has {} free; free some space or write elsewhere",
+            human_bytes(bytes),
+            dir.display(),
+            human_bytes(free)
+        );
+    }
+    Ok(())
+}
+
+/// `1.5 GiB`, `20.0 MiB`, `512 B`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
 /// fsync a directory so a rename or creation in it survives a power loss.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
@@ -358,6 +422,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 3, "{names:?}");
+    }
+
+    #[test]
+    fn free_space_is_checked_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(free_bytes(&dir.path().join("not/yet")).is_some_and(|b| b > 0));
+        ensure_free(dir.path(), 1 << 20, "a small file").unwrap();
+        let err = ensure_free(dir.path(), u64::MAX / 2, "the store")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("the store needs about"), "{err}");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 
     #[test]

@@ -170,6 +170,13 @@ impl Run {
         let files = &model.files;
         let request = sampling.request(&layout);
         request.validate(files.size_multiple())?;
+        let batch = if request.uses_guidance() { 2 } else { 1 };
+        files.check_size(
+            request.height,
+            request.width,
+            batch,
+            semi_diffusion::memory::available_bytes(),
+        )?;
         let train = files.scheduler.num_train_timesteps;
         if sampling.steps > train {
             bail!(

@@ -53,6 +53,15 @@ impl ProbeFingerprint {
         if c == 0 || h == 0 || w == 0 {
             bail!("latent shape {:?} must be positive", self.latent);
         }
+        // Bounds a damaged manifest cannot pass (a 16384-pixel side is latent 2048 at most).
+        if c > 64 || h > 4096 || w > 4096 || self.height > 16384 || self.width > 16384 {
+            bail!(
+                "image {}x{} with latent shape {:?} is beyond any model semi loads",
+                self.width,
+                self.height,
+                self.latent
+            );
+        }
         if rows == 0 || cols == 0 || !h.is_multiple_of(rows) || !w.is_multiple_of(cols) {
             bail!("a {rows}x{cols} ticket grid does not cut the {h}x{w} latent into equal blocks");
         }

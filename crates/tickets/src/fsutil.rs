@@ -2,7 +2,8 @@
 //! for every long job), plus the store's f32 encoding.
 
 pub use semi_jobs::fsutil::{
-    create_dir_durable, remove_stale_temps, sync_dir, write_atomic, DirLock, TEMP_PREFIX,
+    create_dir_durable, ensure_free, remove_stale_temps, sync_dir, write_atomic, DirLock,
+    TEMP_PREFIX,
 };
 
 /// Bytes of a little-endian f32 slice.

@@ -9,6 +9,7 @@
 //! populates all three size buckets of the metrics (they are relative to the image area:
 //! small < 8.6%, large > 34.3%). Deterministic per seed.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -87,29 +88,48 @@ pub fn toy_layout(seed: u64, index: u64, cfg: &WorldConfig) -> Result<Layout> {
     Ok(layout)
 }
 
+/// The most layouts one call writes (an evaluation uses thousands).
+pub const MAX_LAYOUTS: usize = 1_000_000;
+
 pub fn run(a: &ToyLayoutsArgs) -> Result<()> {
-    if a.n == 0 {
-        bail!("--n must be at least 1");
+    if a.n == 0 || a.n > MAX_LAYOUTS {
+        bail!("--n must be between 1 and {MAX_LAYOUTS}, got {}", a.n);
     }
+    crate::common::check_path(&a.out, "--out")?;
     let cfg = world(a)?;
-    let layouts = (0..a.n as u64)
-        .map(|i| toy_layout(a.seed, i, &cfg))
-        .collect::<Result<Vec<_>>>()?;
-    semi_eval::write_atomic(&a.out, semi_layout::to_jsonl(&layouts).as_bytes())?;
+    let first = toy_layout(a.seed, 0, &cfg)?.to_json_line();
+    semi_jobs::ensure_free(
+        a.out.parent().unwrap_or(std::path::Path::new(".")),
+        (first.len() as u64 + 1) * a.n as u64,
+        &format!("{} layouts", a.n),
+    )?;
+    // Streamed line by line; the layouts are kept only for the extra files that need them all.
+    let keep = a.pairs_out.is_some() || a.images_out.is_some();
+    let mut layouts = Vec::new();
     let metrics = semi_eval::MetricConfig::default();
     let mut buckets = [0usize; 3];
-    for l in &layouts {
-        for o in &l.objects {
-            let area = o.bbox.area()
-                * f64::from(metrics.reference_width)
-                * f64::from(metrics.reference_height);
-            buckets[metrics.bucket(area) as usize] += 1;
+    semi_jobs::write_atomic_file(&a.out, |file| {
+        let mut out = std::io::BufWriter::new(file);
+        for i in 0..a.n as u64 {
+            let layout = toy_layout(a.seed, i, &cfg)?;
+            for o in &layout.objects {
+                let area = o.bbox.area()
+                    * f64::from(metrics.reference_width)
+                    * f64::from(metrics.reference_height);
+                buckets[metrics.bucket(area) as usize] += 1;
+            }
+            writeln!(out, "{}", layout.to_json_line())?;
+            if keep {
+                layouts.push(layout);
+            }
         }
-    }
+        out.flush()?;
+        Ok(())
+    })?;
     println!(
         "wrote {} ({} layouts; objects small/medium/large: {}/{}/{})",
         a.out.display(),
-        layouts.len(),
+        a.n,
         buckets[0],
         buckets[1],
         buckets[2]

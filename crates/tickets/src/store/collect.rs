@@ -174,6 +174,7 @@ pub fn collect(
             )?
         }
     };
+    ensure_room(dir, &manifest)?;
     // A new store's manifest is its plan (`tickets status` follows it). A change to an existing
     // store is staged in manifest.next.json and committed only once its data is complete, so
     // the store stays usable as it was if this run fails or is killed.
@@ -330,6 +331,45 @@ fn check_map(
         );
     }
     Ok(())
+}
+
+/// Refuse a collect whose files would not fit on the disk (sizes only, before anything is
+/// written).
+fn ensure_room(dir: &Path, m: &Manifest) -> Result<()> {
+    let shards = m.shard.map_or(1, |s| s.count) as u128;
+    let target = m.n_images as u128 * m.noise_image_bytes() as u128
+        + m.pairs.len() as u128 * m.n_images as u128 * m.score_row_bytes() as u128 / shards;
+    let have = dir_bytes(dir) as u128;
+    let bytes = u64::try_from(target.saturating_sub(have)).unwrap_or(u64::MAX);
+    crate::fsutil::ensure_free(
+        dir,
+        bytes,
+        &format!(
+            "collecting {} pairs x {} images into {}",
+            m.pairs.len(),
+            m.n_images,
+            dir.display()
+        ),
+    )
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => total += e.metadata().map_or(0, |m| m.len()),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// Whether any image of pair `index` has scores in the store.

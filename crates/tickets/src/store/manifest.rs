@@ -13,6 +13,10 @@ use crate::shard::Shard;
 /// The manifest's `format` value; bumped on any incompatible layout change.
 pub const FORMAT: &str = "semi-tickets-store/1";
 
+/// The most noise images a store may have (a COCO-scale store has thousands; this bounds
+/// what a damaged or hostile manifest can make a reader allocate).
+pub const MAX_IMAGES: usize = 1_000_000;
+
 /// Images per work unit when the request does not say (see [`Manifest::chunk_images`]).
 pub const DEFAULT_CHUNK_IMAGES: usize = 25;
 
@@ -97,6 +101,22 @@ impl Manifest {
         self.fingerprint.validate()?;
         if self.n_images == 0 {
             bail!("N (number of noise images) must be at least 1");
+        }
+        if self.n_images > MAX_IMAGES {
+            bail!(
+                "N = {} noise images is more than a store may have ({MAX_IMAGES})",
+                self.n_images
+            );
+        }
+        // Tickets are block indices (u32): image x cell must fit.
+        if (self.n_images as u64).saturating_mul(self.fingerprint.cells() as u64) > u32::MAX as u64
+        {
+            bail!(
+                "N = {} noise images of {} cells is more blocks than a store can index ({})",
+                self.n_images,
+                self.fingerprint.cells(),
+                u32::MAX
+            );
         }
         if self.chunk_images == 0 {
             bail!("chunk size must be at least 1 image");
