@@ -37,6 +37,7 @@ pub fn build_synthetic_store(
         seed,
         shard: None,
         chunk_images: Some(n_images),
+        wait_for_lock: None,
     };
     collect(dir, &mut prober, &request, &mut |_| {})?;
     Store::open(dir)

@@ -247,6 +247,9 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     });
     pb.finish_and_clear();
     let out = out?;
+    for w in &out.warnings {
+        eprintln!("warning: {w}");
+    }
     if let Some(c) = &out.construction {
         println!("SemI construction:");
         print!("{c}");

@@ -122,6 +122,7 @@ fn run_collect(args: &CollectArgs) -> Result<()> {
         seed: args.seed,
         shard,
         chunk_images: args.chunk,
+        wait_for_lock: None,
     };
     let mut bar = CollectBar::new("probing");
     let started = std::time::Instant::now();

@@ -148,6 +148,22 @@ impl ClipTokenizer {
         Ok(ids)
     }
 
+    /// Token ids of `text` with start and end tokens, not truncated (how far a long prompt
+    /// goes beyond [`Self::max_length`]).
+    pub fn encode_full(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = vec![self.bos_id];
+        ids.extend(self.encode_plain(text)?);
+        ids.push(self.eos_id);
+        Ok(ids)
+    }
+
+    /// `Some(tokens)` when `text` has more tokens (start and end included) than the text
+    /// encoder reads, so [`Self::encode`] cuts it.
+    pub fn cut(&self, text: &str) -> Result<Option<usize>> {
+        let n = self.encode_plain(text)?.len() + 2;
+        Ok((n > self.max_length).then_some(n))
+    }
+
     /// Token ids of `text` without start/end/padding (e.g. a category name).
     pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         let mut ids = Vec::new();

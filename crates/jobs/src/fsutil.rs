@@ -359,6 +359,42 @@ impl DirLock {
             Err(fs::TryLockError::Error(_)) => Ok(DirLock { _file: None }),
         }
     }
+
+    /// Lock `dir`, waiting up to `timeout` while another process holds it; `waiting` gets one
+    /// line when the wait begins. Fails naming the folder when the time is up.
+    pub fn wait(
+        dir: &Path,
+        timeout: std::time::Duration,
+        waiting: &mut dyn FnMut(&str),
+    ) -> Result<DirLock> {
+        let file = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+        let start = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(DirLock { _file: Some(file) }),
+                Err(fs::TryLockError::Error(_)) => return Ok(DirLock { _file: None }),
+                Err(fs::TryLockError::WouldBlock) => {}
+            }
+            if start.elapsed() >= timeout {
+                bail!(
+                    "{} is still in use by another process after {} s (a collect or merge is \
+                     running on it); try again when it is done",
+                    dir.display(),
+                    timeout.as_secs()
+                );
+            }
+            if !told {
+                waiting(&format!(
+                    "waiting for another process that is filling {} (up to {} s)",
+                    dir.display(),
+                    timeout.as_secs()
+                ));
+                told = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -442,7 +478,23 @@ mod tests {
         let l = DirLock::acquire(dir.path()).unwrap();
         let err = DirLock::acquire(dir.path()).err().unwrap().to_string();
         assert!(err.contains("in use"), "{err}");
+        let mut lines = Vec::new();
+        let err = DirLock::wait(dir.path(), std::time::Duration::from_millis(300), &mut |l| {
+            lines.push(l.to_string())
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("still in use"), "{err}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        // Released while waiting: the waiter gets it.
+        let path = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            DirLock::wait(&path, std::time::Duration::from_secs(30), &mut |_| {}).is_ok()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
         drop(l);
+        assert!(waiter.join().unwrap());
         DirLock::acquire(dir.path()).unwrap();
     }
 }

@@ -180,17 +180,27 @@ pub enum Problem {
     Unnamed,
 }
 
+/// A number as a user would write it: `0.25`, `1e308` (not 309 digits), `NaN`.
+pub fn short_number(v: f64) -> String {
+    if v.is_finite() && v != 0.0 && !(1e-4..1e9).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = |v: &f64| short_number(*v);
         match self {
             Problem::Empty => write!(f, "must not be empty"),
             Problem::NoObjects => write!(f, "must contain at least one object"),
             Problem::Zero => write!(f, "must be greater than 0"),
             Problem::NotFinite { name, value } => {
-                write!(f, "{name} is {value}, not a finite number")
+                write!(f, "{name} is {}, not a finite number", n(value))
             }
             Problem::OutsideUnit { name, value } => {
-                write!(f, "{name} = {value} is outside [0, 1]")
+                write!(f, "{name} = {} is outside [0, 1]", n(value))
             }
             Problem::NotIncreasing {
                 low_name,
@@ -199,10 +209,12 @@ impl fmt::Display for Problem {
                 high,
             } => write!(
                 f,
-                "{low_name} = {low} must be less than {high_name} = {high}"
+                "{low_name} = {} must be less than {high_name} = {}",
+                n(low),
+                n(high)
             ),
             Problem::NotPositive { name, value } => {
-                write!(f, "{name} = {value} must be greater than 0")
+                write!(f, "{name} = {} must be greater than 0", n(value))
             }
             Problem::OutsideImage {
                 width,
@@ -210,7 +222,8 @@ impl fmt::Display for Problem {
                 xywh,
             } => write!(
                 f,
-                "box [x, y, w, h] = {xywh:?} reaches more than 1 pixel outside the {width}x{height} image"
+                "box [x, y, w, h] = [{}] reaches more than 1 pixel outside the {width}x{height} image",
+                xywh.iter().map(n).collect::<Vec<_>>().join(", ")
             ),
             Problem::LengthMismatch {
                 found,
@@ -227,6 +240,26 @@ impl fmt::Display for Problem {
             Problem::Unnamed => write!(f, "needs a phrase or a category"),
         }
     }
+}
+
+/// The most warnings shown one by one; [`summarize_warnings`] counts the rest.
+pub const MAX_WARNINGS_SHOWN: usize = 5;
+
+/// Warnings as the lines to show: the first [`MAX_WARNINGS_SHOWN`], then one line counting the
+/// rest (a layout of 200 objects gets 6 lines, not 200).
+pub fn summarize_warnings(warnings: &[LayoutWarning]) -> Vec<String> {
+    let mut lines: Vec<String> = warnings
+        .iter()
+        .take(MAX_WARNINGS_SHOWN)
+        .map(|w| w.to_string())
+        .collect();
+    if warnings.len() > MAX_WARNINGS_SHOWN {
+        lines.push(format!(
+            "... and {} more warnings like these",
+            warnings.len() - MAX_WARNINGS_SHOWN
+        ));
+    }
+    lines
 }
 
 /// Something suspicious in a valid layout: worth telling the user, not worth refusing.

@@ -400,7 +400,7 @@ mod tests {
             (r#"{"bbox": [10, 10, 5, -1], "category": "dog"}"#, "annotations[1].bbox[3]: h = -1 must be greater than 0"),
             (
                 r#"{"bbox": [60, 10, 45, 5], "category": "dog"}"#,
-                "annotations[1].bbox: box [x, y, w, h] = [60.0, 10.0, 45.0, 5.0] reaches more than 1 pixel outside the 100x50 image",
+                "annotations[1].bbox: box [x, y, w, h] = [60, 10, 45, 5] reaches more than 1 pixel outside the 100x50 image",
             ),
             (r#"{"bbox": [100.5, 10, 0.4, 5], "category": "dog"}"#, "annotations[1].bbox: x0 = 1 must be less than x1 = 1"),
             (r#"{"point": [10, 10], "category": "dog"}"#, "annotations[1].bbox: no bbox (only boxes are supported, not points, scribbles or masks)"),

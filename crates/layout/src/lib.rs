@@ -62,7 +62,7 @@ mod region;
 pub mod text;
 
 pub use bbox::{BBox, PixelBox};
-pub use error::{LayoutError, LayoutWarning, Problem};
+pub use error::{short_number, summarize_warnings, LayoutError, LayoutWarning, Problem};
 pub use grid::{Cell, CellRect, Grid, GridBox};
 pub use import::{import, GligenLayout, ImportOptions, LayoutFormat, XywhLayout, XywhObject};
 pub use jsonl::{parse_jsonl, read_jsonl, read_layouts, to_jsonl, BatchEntry};

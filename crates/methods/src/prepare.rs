@@ -181,10 +181,41 @@ fn prepare_with(
     })
 }
 
-/// The layout's objects with their token positions in the layout's prompt.
+/// The layout's objects with their token positions in the layout's prompt. An object the
+/// prompt names only past the text encoder's last token is an error saying so.
 fn guided_objects(sd: &StableDiffusion, layout: &Layout) -> Result<Vec<GuidedObject>> {
-    let ids = sd.tokenizer.encode(&layout.prompt)?;
-    objects_in_prompt(layout, |text| sd.tokenizer.token_positions(&ids, text))
+    let tok = &sd.tokenizer;
+    let ids = tok.encode(&layout.prompt)?;
+    if let Some(n) = tok.cut(&layout.prompt)? {
+        let full = tok.encode_full(&layout.prompt)?;
+        let found = |ids: &[u32], text: &str| tok.token_positions(ids, text).is_some();
+        for (i, o) in layout.objects.iter().enumerate() {
+            let seen = found(&ids, &o.phrase) || found(&ids, &o.category);
+            if !seen && (found(&full, &o.phrase) || found(&full, &o.category)) {
+                bail!(
+                    "objects[{i}]: its phrase {:?} lies beyond token {} of the prompt, which has \
+                     {n}; the text encoder reads only the first {}, so attention guidance cannot \
+                     steer it: shorten the prompt or name the object earlier",
+                    o.phrase,
+                    tok.max_length(),
+                    tok.max_length()
+                );
+            }
+        }
+    }
+    objects_in_prompt(layout, |text| tok.token_positions(&ids, text))
+}
+
+/// A warning when the prompt has more tokens than the text encoder reads (the rest is cut, as
+/// in diffusers).
+pub fn prompt_warnings(sd: &StableDiffusion, prompt: &str) -> Result<Vec<String>> {
+    Ok(match sd.tokenizer.cut(prompt)? {
+        Some(n) => vec![format!(
+            "the prompt has {n} tokens; the text encoder reads only the first {}, the rest is cut",
+            sd.tokenizer.max_length()
+        )],
+        None => Vec::new(),
+    })
 }
 
 /// The result of [`generate`].
@@ -197,6 +228,8 @@ pub struct Generation {
     pub initial: Tensor,
     pub prepared_metadata: Map<String, Value>,
     pub construction: Option<Construction>,
+    /// Things the user should know (a prompt cut at the text encoder's length).
+    pub warnings: Vec<String>,
 }
 
 /// [`prepare`] + `sd.generate` with the pipeline request built from `layout` and `sampling`;
@@ -237,5 +270,6 @@ pub fn generate(
         initial: prepared.latents,
         prepared_metadata: prepared.metadata,
         construction: prepared.construction,
+        warnings: prompt_warnings(sd, &layout.prompt)?,
     })
 }

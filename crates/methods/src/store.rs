@@ -13,6 +13,10 @@ use semi_tickets::{
 /// request for a model shares one store.
 pub const CACHE_SEED: u64 = 0;
 
+/// How long a run waits for another process filling the same cache store (two `semi generate`
+/// runs of one model share it).
+pub const CACHE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Refuse a store whose scores came from another model (`model` names it in the message).
 pub fn check_store_model(store: &Store, model_fingerprint: &str, model: &str) -> Result<()> {
     let theirs = &store.fingerprint().model;
@@ -121,8 +125,9 @@ pub fn cache_store_with(
             }
         }
     }
+    // A store another process is filling may not open yet: collect waits for it below.
     let existing = if dir.join("manifest.json").exists() {
-        Some(Store::open(&dir)?)
+        Store::open(&dir).ok()
     } else {
         None
     };
@@ -173,6 +178,7 @@ pub fn cache_store_with(
         seed: CACHE_SEED,
         shard: None,
         chunk_images: None,
+        wait_for_lock: Some(CACHE_LOCK_WAIT),
     };
     let summary = collect(&dir, &mut prober, &request, progress)?;
     for (pair, why) in &summary.dropped_pairs {

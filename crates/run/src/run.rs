@@ -72,18 +72,13 @@ pub fn read_layout(
         Some((w, h)) => Layout::from_path_sized(path, (w as u32, h as u32)),
         None => Layout::from_path(path).map(|l| (l, SizeFrom::Layout)),
     };
-    let (layout, from) = read
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot read layout {}", path.display()))?;
+    // The layout crate's errors name the file already.
+    let (layout, from) = read.map_err(|e| anyhow::anyhow!("{e}"))?;
     let warnings = layout
         .check()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("invalid layout {}", path.display()))?;
-    Ok((
-        layout,
-        from,
-        warnings.iter().map(|w| w.to_string()).collect(),
-    ))
+    Ok((layout, from, semi_layout::summarize_warnings(&warnings)))
 }
 
 impl Run {

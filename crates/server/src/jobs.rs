@@ -57,6 +57,8 @@ pub struct Job {
     pub step: usize,
     pub steps: usize,
     pub error: Option<String>,
+    /// Warnings of the generation itself (a cut prompt), after the request's.
+    pub warnings: Vec<String>,
     pub preview_png: Option<Arc<Vec<u8>>>,
     pub outputs: Outputs,
     pub cancel: Arc<AtomicBool>,
@@ -119,7 +121,13 @@ impl Table {
             prompt: job.request.run.layout.prompt.clone(),
             seed: job.request.run.sampling.seed,
             error: job.error.clone(),
-            warnings: job.request.warnings.clone(),
+            warnings: job
+                .request
+                .warnings
+                .iter()
+                .chain(&job.warnings)
+                .cloned()
+                .collect(),
             elapsed_s: elapsed,
             preview: job.preview_png.as_ref().map(|_| url("preview.png")),
             image: job.outputs.image_png.as_ref().map(|_| url("image.png")),
@@ -205,6 +213,7 @@ impl Shared {
                 step: 0,
                 steps,
                 error: None,
+                warnings: Vec::new(),
                 preview_png: None,
                 outputs: Outputs::default(),
                 cancel: Arc::new(AtomicBool::new(false)),

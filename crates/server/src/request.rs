@@ -66,12 +66,11 @@ impl JobRequest {
         let native = (model.width as u32, model.height as u32);
         let (layout, size_from) = Layout::from_json_sized(&body.layout.to_string(), native)
             .map_err(|e| ApiError::invalid(format!("invalid layout: {e}")))?;
-        let warnings = layout
-            .check()
-            .map_err(|e| ApiError::invalid(format!("invalid layout: {e}")))?
-            .iter()
-            .map(|w| w.to_string())
-            .collect();
+        let warnings = semi_layout::summarize_warnings(
+            &layout
+                .check()
+                .map_err(|e| ApiError::invalid(format!("invalid layout: {e}")))?,
+        );
         if (layout.width as usize, layout.height as usize) != (model.width, model.height) {
             return Err(ApiError::invalid(format!(
                 "the layout is {}x{}, but this server's model {} works at {}x{}",

@@ -147,7 +147,10 @@ fn run_job(
         });
         Ok(())
     })?;
-    shared.update(id, |j| j.phase = "finishing".into());
+    shared.update(id, |j| {
+        j.phase = "finishing".into();
+        j.warnings.extend(generation.warnings.iter().cloned());
+    });
 
     let mut params = run.params(&m.info.name, &generation);
     // A layout without boxes is still the page's request.

@@ -19,6 +19,7 @@ fn store() -> (tempfile::TempDir, Store) {
         seed: 3,
         shard: None,
         chunk_images: None,
+        wait_for_lock: None,
     };
     let mut p = FakeProber::new(FakeProber::small_fingerprint("fake"));
     collect(dir.path(), &mut p, &req, &mut |_| {}).unwrap();

@@ -21,6 +21,7 @@ fn request() -> CollectRequest {
         seed: 11,
         shard: None,
         chunk_images: Some(2),
+        wait_for_lock: None,
     }
 }
 

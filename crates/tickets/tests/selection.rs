@@ -22,6 +22,7 @@ fn store() -> (tempfile::TempDir, Store) {
         seed: 5,
         shard: None,
         chunk_images: Some(1),
+        wait_for_lock: None,
     };
     collect(dir.path(), &mut p, &req, &mut |_| {}).unwrap();
     let s = Store::open(dir.path()).unwrap();

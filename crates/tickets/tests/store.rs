@@ -21,6 +21,7 @@ fn request(n: usize, shard: Option<Shard>) -> CollectRequest {
         seed: 42,
         shard,
         chunk_images: Some(3),
+        wait_for_lock: None,
     }
 }
 

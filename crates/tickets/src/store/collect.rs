@@ -24,6 +24,9 @@ pub struct CollectRequest {
     /// Images per chunk for a new store (default [`DEFAULT_CHUNK_IMAGES`]); an existing store
     /// keeps its own.
     pub chunk_images: Option<usize>,
+    /// While another process collects into the store, wait this long for it (saying so on
+    /// stderr); `None`: fail at once.
+    pub wait_for_lock: Option<std::time::Duration>,
 }
 
 /// Progress of a collect, reported after every probe call and every finished unit.
@@ -91,7 +94,10 @@ pub fn collect(
     }
 
     create_dir_durable(dir)?;
-    let _lock = DirLock::acquire(dir)?;
+    let _lock = match request.wait_for_lock {
+        Some(timeout) => DirLock::wait(dir, timeout, &mut |line| eprintln!("{line}"))?,
+        None => DirLock::acquire(dir)?,
+    };
     let manifest_path = manifest::manifest_path(dir);
     let next_path = manifest::next_manifest_path(dir);
     let existing = if manifest_path.exists() {
