@@ -550,11 +550,11 @@ fn bad_input_is_one_line_and_writes_nothing() {
             "--steps",
             "2",
             "--out",
-            &p("one.png"),
+            &p("one-dog.png"),
         ],
     );
     assert_error(&out, &["--partners"]);
-    assert!(!Path::new(&p("one.png")).exists());
+    assert!(!Path::new(&p("one-dog.png")).exists());
 
     assert!(!Path::new(&out_file).exists(), "no latents were written");
     assert!(tree(Path::new(&store)) == before, "the store is untouched");

@@ -403,6 +403,15 @@ pub fn to_unit_range(raw: &Tensor) -> Result<Tensor> {
     Ok(raw.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
 }
 
+/// Whether `t` holds no NaN and no infinity (one reduction: both survive a sum).
+pub fn all_finite(t: &Tensor) -> Result<bool> {
+    let sum = t
+        .to_dtype(candle_core::DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    Ok(sum.is_finite())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,13 +456,4 @@ mod tests {
             .unwrap();
         assert_eq!(v, vec![0.0, 0.0, 0.5, 0.75, 1.0, 1.0]);
     }
-}
-
-/// Whether `t` holds no NaN and no infinity (one reduction: both survive a sum).
-pub fn all_finite(t: &Tensor) -> Result<bool> {
-    let sum = t
-        .to_dtype(candle_core::DType::F32)?
-        .sum_all()?
-        .to_scalar::<f32>()?;
-    Ok(sum.is_finite())
 }

@@ -270,8 +270,12 @@ fn integer_tensors_and_tensors_without_a_place_are_refused_by_name() {
         ("text_model.embeddings.position_ids".to_string(), i),
     ];
     candle_core::safetensors::save(&tensors.into_iter().collect(), &p).unwrap();
-    let (vb, used) =
-        checked_var_builder(&[p.clone()], Precision::uniform(DType::F32), &Device::Cpu).unwrap();
+    let (vb, used) = checked_var_builder(
+        std::slice::from_ref(&p),
+        Precision::uniform(DType::F32),
+        &Device::Cpu,
+    )
+    .unwrap();
     vb.get(3, "w").unwrap();
     let err = vb.get(3, "counts").unwrap_err().to_string();
     assert!(err.contains("tensor counts is I64"), "{err}");

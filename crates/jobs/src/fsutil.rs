@@ -18,26 +18,71 @@ use anyhow::{bail, Context, Result};
 
 pub const TEMP_PREFIX: &str = ".tmp.";
 
-/// The temporary files this process is writing. Renames happen with the lock held, so the
-/// interrupt handler (which takes it too) never exits between the renames of one group.
-static LIVE_TEMPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// The writes in progress in this process: their temporary files, how many writes are under
+/// way, and whether an interrupt came meanwhile.
+struct Live {
+    temps: Vec<PathBuf>,
+    writing: usize,
+    interrupted: bool,
+}
 
-fn live_temps() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    LIVE_TEMPS.lock().unwrap_or_else(|e| e.into_inner())
+static LIVE: Mutex<Live> = Mutex::new(Live {
+    temps: Vec::new(),
+    writing: 0,
+    interrupted: false,
+});
+
+fn live() -> std::sync::MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remove the temporaries and end the process as interrupted (called with the lock held, so
+/// no write starts or commits meanwhile).
+fn exit_interrupted(live: &mut Live) -> ! {
+    for t in live.temps.drain(..) {
+        let _ = fs::remove_file(t);
+    }
+    eprintln!("interrupted");
+    std::process::exit(130);
+}
+
+/// One write (a file or a group) under way, from its first temporary to its last rename. An
+/// interrupt meanwhile is acted on when the last write ends, so no temporary is created after
+/// the cleanup and no group is committed in part.
+struct Writing;
+
+impl Writing {
+    fn start() -> Writing {
+        let mut l = live();
+        if l.interrupted {
+            exit_interrupted(&mut l);
+        }
+        l.writing += 1;
+        Writing
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut l = live();
+        l.writing -= 1;
+        if l.interrupted && l.writing == 0 {
+            exit_interrupted(&mut l);
+        }
+    }
 }
 
 /// On Ctrl-C or SIGTERM, remove the temporary files being written, say so, and exit with 130
-/// (the shell's code for an interrupt). A group of files being committed
-/// ([`write_atomic_files`]) is finished first, so an image never lands without its sidecar.
+/// (the shell's code for an interrupt). A write under way is finished first (a group of files
+/// ([`write_atomic_files`]) is committed whole, so an image never lands without its sidecar).
 /// For command-line tools; a server with its own shutdown does not call it.
 pub fn remove_temps_on_interrupt() -> Result<()> {
     ctrlc::set_handler(|| {
-        let temps = std::mem::take(&mut *live_temps());
-        for t in &temps {
-            let _ = fs::remove_file(t);
+        let mut l = live();
+        l.interrupted = true;
+        if l.writing == 0 {
+            exit_interrupted(&mut l);
         }
-        eprintln!("interrupted");
-        std::process::exit(130);
     })
     .context("cannot install the interrupt handler")
 }
@@ -87,6 +132,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Ctrl-C held off until the last (a power cut can still fall between two renames). Two
 /// entries naming one file are refused.
 pub fn write_atomic_files(files: &[(&Path, &[u8])]) -> Result<()> {
+    let _writing = Writing::start();
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(files.len());
     let result = (|| {
         for (i, &(path, bytes)) in files.iter().enumerate() {
@@ -150,7 +196,7 @@ fn stage(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathB
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    live_temps().push(tmp.clone());
+    live().temps.push(tmp.clone());
     let result = write(&tmp).and_then(|()| {
         File::open(&tmp)
             .and_then(|f| f.sync_all())
@@ -169,12 +215,12 @@ fn stage(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<PathB
 /// then fsync the folders.
 fn commit(staged: &[(PathBuf, PathBuf)]) -> Result<()> {
     {
-        let mut live = live_temps();
+        let mut live = live();
         for (tmp, target) in staged {
             fs::rename(tmp, target).with_context(|| {
                 format!("cannot rename {} to {}", tmp.display(), target.display())
             })?;
-            live.retain(|t| t != tmp);
+            live.temps.retain(|t| t != tmp);
         }
     }
     for (_, target) in staged {
@@ -184,10 +230,10 @@ fn commit(staged: &[(PathBuf, PathBuf)]) -> Result<()> {
 }
 
 fn discard<'a>(temps: impl IntoIterator<Item = &'a PathBuf>) {
-    let mut live = live_temps();
+    let mut live = live();
     for tmp in temps {
         let _ = fs::remove_file(tmp);
-        live.retain(|t| t != tmp);
+        live.temps.retain(|t| t != tmp);
     }
 }
 
@@ -217,6 +263,7 @@ pub fn write_atomic_file(path: &Path, write: impl FnOnce(&mut File) -> Result<()
 /// carries the process id and a per-process counter, so two processes, or two threads of one,
 /// never share one.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let _writing = Writing::start();
     let target = write_target(path)?;
     let tmp = stage(&target, write)?;
     let staged = [(tmp, target)];
@@ -479,9 +526,11 @@ mod tests {
         let err = DirLock::acquire(dir.path()).err().unwrap().to_string();
         assert!(err.contains("in use"), "{err}");
         let mut lines = Vec::new();
-        let err = DirLock::wait(dir.path(), std::time::Duration::from_millis(300), &mut |l| {
-            lines.push(l.to_string())
-        })
+        let err = DirLock::wait(
+            dir.path(),
+            std::time::Duration::from_millis(300),
+            &mut |l| lines.push(l.to_string()),
+        )
         .err()
         .unwrap()
         .to_string();
