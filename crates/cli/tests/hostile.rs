@@ -25,6 +25,26 @@ fn run(cache: &Path, args: &[&str]) -> Output {
     semi_in(cache, args).output().unwrap()
 }
 
+/// `semi tickets collect` on the toy model.
+fn collect(cache: &Path, store: &Path, categories: &str, n: &str) -> Command {
+    let store = store.to_str().unwrap();
+    semi_in(
+        cache,
+        &[
+            "tickets",
+            "collect",
+            "--model",
+            "toy",
+            "--categories",
+            categories,
+            "--n",
+            n,
+            "--store",
+            store,
+        ],
+    )
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -212,21 +232,9 @@ fn sizes_and_counts_beyond_reason_are_refused_before_allocating() {
     );
     assert_error(&out, &["needs at least", "available"]);
     let store = tmp.path().join("store");
-    let out = run(
-        tmp.path(),
-        &[
-            "tickets",
-            "collect",
-            "--model",
-            "toy",
-            "--categories",
-            "circle,square",
-            "--n",
-            "4000000000",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
+    let out = collect(tmp.path(), &store, "circle,square", "4000000000")
+        .output()
+        .unwrap();
     assert_error(&out, &["more than a store may have"]);
     let jsonl = tmp.path().join("l.jsonl");
     let out = run(
@@ -408,30 +416,29 @@ fn messages_stay_short_and_say_what_happened() {
 fn a_closed_pipe_ends_quietly() {
     let tmp = tempfile::tempdir().unwrap();
     let store = tmp.path().join("store");
-    let out = run(
-        tmp.path(),
-        &[
-            "tickets",
-            "collect",
-            "--model",
-            "toy",
-            "--categories",
-            "circle,square",
-            "--n",
-            "4",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    // `semi tickets inspect ... | head -0`: the reader is gone before the first line.
-    let mut child = semi_in(tmp.path(), &["tickets", "inspect", store.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+    let out = collect(tmp.path(), &store, "circle,square", "4")
+        .output()
         .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // `semi tickets inspect ... | head -0`: the reader is gone before the first line (a pipe
+    // whose read end is closed before the child starts, so every write fails).
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors; both are owned below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    use std::os::fd::FromRawFd;
+    // SAFETY: fresh descriptors from pipe2, each owned once.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    drop(read);
+    let out = semi_in(tmp.path(), &["tickets", "inspect", store.to_str().unwrap()])
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     assert_eq!(stderr(&out), "", "a closed pipe is no error to report");
     assert_eq!(out.status.code(), Some(141));
 }
