@@ -57,15 +57,26 @@ def peak_rss():
     return None
 
 
-def time_row(work, runs, fn):
+def time_row(work, runs, fn, dev):
+    cuda = dev.type == "cuda"
     resettable = reset_peak()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     fn()  # warm-up, as bench.rs does
     secs = []
     for _ in range(max(runs, 1)):
+        if cuda:
+            torch.cuda.synchronize()
         t = time.perf_counter()
         fn()
+        if cuda:
+            torch.cuda.synchronize()
         secs.append(time.perf_counter() - t)
-    return {"work": work, "seconds": secs, "peak_bytes": peak_rss() if resettable else None}
+    if cuda:
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        peak = peak_rss() if resettable else None
+    return {"work": work, "seconds": secs, "peak_bytes": peak}
 
 
 def main():
@@ -75,25 +86,32 @@ def main():
     ap.add_argument("--width", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", action="append", default=[])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+    ap.add_argument("--suffix", default="", help="appended to every row name (semi's dtype suffix)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev = torch.device(a.device)
+    dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
+    names = [r + a.suffix for r in ROWS]
     wanted = lambda w: not a.only or any(o in w for o in a.only)
     h, w = a.height // 8, a.width // 8
     rows = []
+    x = lambda t: t.to(device=dev, dtype=dt)
     with torch.inference_mode():
-        if any(wanted(r) for r in ROWS[:3]):
+        if any(wanted(r) for r in names[:3]):
             from diffusers import UNet2DConditionModel
 
-            unet = UNet2DConditionModel(**SD15_UNET).eval()
-            s1, c1 = torch.randn(1, 4, h, w), torch.randn(1, 77, 768)
+            unet = UNet2DConditionModel(**SD15_UNET).eval().to(device=dev, dtype=dt)
+            s1, c1 = x(torch.randn(1, 4, h, w)), x(torch.randn(1, 77, 768))
             s2, c2 = torch.cat([s1, s1]), torch.cat([c1, c1])
-            t = torch.tensor(981.0)
-            if wanted(ROWS[0]):
-                rows.append(time_row(ROWS[0], a.runs, lambda: unet(s1, t, c1)))
-            if wanted(ROWS[1]):
-                rows.append(time_row(ROWS[1], a.runs, lambda: unet(s2, t, c2)))
-            if wanted(ROWS[2]):
+            t = torch.tensor(981.0, device=dev)
+            if wanted(names[0]):
+                rows.append(time_row(names[0], a.runs, lambda: unet(s1, t, c1), dev))
+            if wanted(names[1]):
+                rows.append(time_row(names[1], a.runs, lambda: unet(s2, t, c2), dev))
+            if wanted(names[2]):
                 # Stop right after the probed cross-attention layer, as our probe pass does.
                 layer = unet.down_blocks[2].attentions[1].transformer_blocks[0].attn2
 
@@ -109,25 +127,25 @@ def main():
                         return
                     raise RuntimeError("probe hook did not fire")
 
-                rows.append(time_row(ROWS[2], a.runs, probe))
+                rows.append(time_row(names[2], a.runs, probe, dev))
                 handle.remove()
             del unet
-        if wanted(ROWS[3]):
+        if wanted(names[3]):
             from transformers import CLIPTextConfig, CLIPTextModel
 
             cfg = CLIPTextConfig(hidden_act="quick_gelu", hidden_size=768, intermediate_size=3072,
                                  max_position_embeddings=77, num_attention_heads=12,
                                  num_hidden_layers=12, projection_dim=768, vocab_size=49408)
-            te = CLIPTextModel(cfg).eval()
-            ids = torch.tensor([[49406] + [321 + i for i in range(8)] + [49407] * 68])
-            rows.append(time_row(ROWS[3], a.runs, lambda: te(ids)))
+            te = CLIPTextModel(cfg).eval().to(device=dev, dtype=dt)
+            ids = torch.tensor([[49406] + [321 + i for i in range(8)] + [49407] * 68], device=dev)
+            rows.append(time_row(names[3], a.runs, lambda: te(ids), dev))
             del te
-        if wanted(ROWS[4]):
+        if wanted(names[4]):
             from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL(**SD15_VAE).eval()
-            z = torch.randn(1, 4, h, w)
-            rows.append(time_row(ROWS[4], a.runs, lambda: vae.decode(z)))
+            vae = AutoencoderKL(**SD15_VAE).eval().to(device=dev, dtype=dt)
+            z = x(torch.randn(1, 4, h, w))
+            rows.append(time_row(names[4], a.runs, lambda: vae.decode(z), dev))
     json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
               sys.stdout)
     print()

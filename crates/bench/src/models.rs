@@ -86,6 +86,10 @@ pub struct BenchOptions {
     /// Weight storage dtypes to measure, each a full pass over the rows (f32 compute always):
     /// `F16` rows are named with a ` (f16 weights)` suffix.
     pub weights: Vec<DType>,
+    /// Where the rows run (the CPU, or a GPU: each timed run ends with a device synchronize).
+    pub device: Device,
+    /// Compute dtype (weights and activations); rows other than f32 are suffixed with it.
+    pub compute: DType,
 }
 
 impl Default for BenchOptions {
@@ -97,6 +101,8 @@ impl Default for BenchOptions {
             only: Vec::new(),
             torch: None,
             weights: vec![DType::F32],
+            device: Device::Cpu,
+            compute: DType::F32,
         }
     }
 }
@@ -114,10 +120,12 @@ fn peak_rss() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Announces the row `work` to `progress`, then times `f` (its result is dropped).
+/// Announces the row `work` to `progress`, then times `f` (its result is dropped), each run
+/// ended by a synchronize of `dev` so a GPU's queued work is counted.
 fn time_row<T, E: Into<anyhow::Error>>(
     work: &str,
     runs: usize,
+    dev: &Device,
     progress: &mut dyn FnMut(&str),
     mut f: impl FnMut() -> std::result::Result<T, E>,
 ) -> Result<BenchRow> {
@@ -125,10 +133,12 @@ fn time_row<T, E: Into<anyhow::Error>>(
     let resettable = reset_peak();
     f().map_err(Into::into)
         .with_context(|| format!("bench `{work}`: warm-up run failed"))?;
+    dev.synchronize()?;
     let mut seconds = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         f().map_err(Into::into)?;
+        dev.synchronize()?;
         seconds.push(t.elapsed().as_secs_f64());
     }
     Ok(BenchRow {
@@ -151,17 +161,20 @@ pub fn parse_weights(list: &str) -> Result<Vec<DType>> {
         .collect()
 }
 
-/// A model of the bench built on the CPU with [`DEFAULT_BASE_SEED`]'s random weights.
+/// A model of the bench built on `dev` with [`DEFAULT_BASE_SEED`]'s random weights.
 fn seeded<M>(
     precision: Precision,
+    dev: &Device,
     make: impl Fn(VarBuilder<'static>) -> candle_core::Result<M>,
 ) -> Result<M> {
-    Ok(build_seeded_with(
-        DEFAULT_BASE_SEED,
-        precision,
-        &Device::Cpu,
-        make,
-    )?)
+    Ok(build_seeded_with(DEFAULT_BASE_SEED, precision, dev, make)?)
+}
+
+/// Seeded noise on `dev` in `dtype`.
+fn randn(seed: u64, dims: &[usize], dev: &Device, dtype: DType) -> Result<Tensor> {
+    Ok(noise::randn(seed, dims, &Device::Cpu)?
+        .to_dtype(dtype)?
+        .to_device(dev)?)
 }
 
 /// Runs the table. `progress` is told which row starts (building SD-size weights takes a while).
@@ -169,8 +182,12 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
     let mut rows = Vec::new();
     for &weights in &opts.weights {
         let precision = Precision {
-            compute: DType::F32,
-            weights,
+            compute: opts.compute,
+            weights: if opts.compute == DType::F32 {
+                weights
+            } else {
+                opts.compute
+            },
         };
         run_rows(opts, precision, &mut rows, progress)?;
     }
@@ -188,9 +205,12 @@ fn run_rows(
     rows: &mut Vec<BenchRow>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let dev = Device::Cpu;
+    let dev = opts.device.clone();
+    let dt = precision.compute;
     let suffix = if precision.is_mixed() {
         format!(" ({:?} weights)", precision.weights).to_lowercase()
+    } else if dt != DType::F32 {
+        format!(" ({})", dtype_name(dt))
     } else {
         String::new()
     };
@@ -204,23 +224,23 @@ fn run_rows(
     if unet_rows.iter().any(|r| wanted(r)) {
         progress("building the SD-1.5-size UNet with random weights");
         let cfg = UNetConfig::parse(SD15_UNET)?;
-        let unet = seeded(precision, |vb| UNet2DConditionModel::new(vb, &cfg))?;
-        let sample1 = noise::randn(7, &[1, 4, h, w], &dev)?;
-        let text1 = noise::randn(8, &[1, 77, 768], &dev)?;
+        let unet = seeded(precision, &dev, |vb| UNet2DConditionModel::new(vb, &cfg))?;
+        let sample1 = randn(7, &[1, 4, h, w], &dev, dt)?;
+        let text1 = randn(8, &[1, 77, 768], &dev, dt)?;
         let sample2 = Tensor::cat(&[&sample1, &sample1], 0)?;
         let text2 = Tensor::cat(&[&text1, &text1], 0)?;
         if wanted(&unet_rows[0]) {
-            rows.push(time_row(&unet_rows[0], opts.runs, progress, || {
+            rows.push(time_row(&unet_rows[0], opts.runs, &dev, progress, || {
                 unet.forward(&sample1, 981.0, &text1)
             })?);
         }
         if wanted(&unet_rows[1]) {
-            rows.push(time_row(&unet_rows[1], opts.runs, progress, || {
+            rows.push(time_row(&unet_rows[1], opts.runs, &dev, progress, || {
                 unet.forward(&sample2, 981.0, &text2)
             })?);
         }
         if wanted(&unet_rows[2]) {
-            rows.push(time_row(&unet_rows[2], opts.runs, progress, || {
+            rows.push(time_row(&unet_rows[2], opts.runs, &dev, progress, || {
                 let mut rec = AttentionRecorder::for_paths([PROBE_LAYER]);
                 let out = unet.forward_with(
                     &sample1,
@@ -250,7 +270,7 @@ fn run_rows(
     if wanted(text_row) {
         progress("building the SD-1.5-size text encoder with random weights");
         let cfg = TextEncoderConfig::parse(SD15_TEXT)?;
-        let te = seeded(precision, |vb| ClipTextModel::new(vb, &cfg))?;
+        let te = seeded(precision, &dev, |vb| ClipTextModel::new(vb, &cfg))?;
         let ids: Vec<u32> = (0..77u32)
             .map(|i| {
                 if i == 0 {
@@ -263,7 +283,7 @@ fn run_rows(
             })
             .collect();
         let ids = Tensor::new(ids.as_slice(), &dev)?.unsqueeze(0)?;
-        rows.push(time_row(text_row, opts.runs, progress, || {
+        rows.push(time_row(text_row, opts.runs, &dev, progress, || {
             te.forward(&ids)
         })?);
     }
@@ -272,9 +292,9 @@ fn run_rows(
     if wanted(vae_row) {
         progress("building the SD-size VAE with random weights");
         let cfg = VaeConfig::parse(SD15_VAE)?;
-        let vae = seeded(precision, |vb| AutoencoderKL::new(vb, &cfg))?;
-        let latents = noise::randn(9, &[1, 4, h, w], &dev)?;
-        rows.push(time_row(vae_row, opts.runs, progress, || {
+        let vae = seeded(precision, &dev, |vb| AutoencoderKL::new(vb, &cfg))?;
+        let latents = randn(9, &[1, 4, h, w], &dev, dt)?;
+        rows.push(time_row(vae_row, opts.runs, &dev, progress, || {
             vae.decode(&latents)
         })?);
     }
@@ -289,14 +309,16 @@ fn run_rows(
             UNetConfig::parse(SD15_UNET)?,
         );
         let vae_cfg = VaeConfig::parse(SD15_VAE)?;
-        let te = seeded(precision, |vb| ClipTextModel::new(vb, &te_cfg))?;
-        let unet = seeded(precision, |vb| UNet2DConditionModel::new(vb, &unet_cfg))?;
-        let vae = seeded(precision, |vb| AutoencoderKL::new(vb, &vae_cfg))?;
+        let te = seeded(precision, &dev, |vb| ClipTextModel::new(vb, &te_cfg))?;
+        let unet = seeded(precision, &dev, |vb| {
+            UNet2DConditionModel::new(vb, &unet_cfg)
+        })?;
+        let vae = seeded(precision, &dev, |vb| AutoencoderKL::new(vb, &vae_cfg))?;
         let ids = Tensor::new(&[[49406u32; 1], [49407u32; 1]], &dev)?
             .reshape((2, 1))?
             .repeat((1, 77))?;
-        let latents = noise::randn(9, &[1, 4, h, w], &dev)?;
-        rows.push(time_row(gen_row, opts.runs.min(1), progress, || {
+        let latents = randn(9, &[1, 4, h, w], &dev, dt)?;
+        rows.push(time_row(gen_row, opts.runs.min(1), &dev, progress, || {
             let text = Tensor::cat(
                 &[&te.forward(&ids.i(0..1)?)?, &te.forward(&ids.i(1..2)?)?],
                 0,
@@ -317,6 +339,15 @@ fn torch_script() -> std::path::PathBuf {
     }
 }
 
+/// `f32`, `f16`, `bf16`: the names the flags and the torch script use.
+pub fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        _ => "f32",
+    }
+}
+
 /// Runs the PyTorch side and returns its JSON report.
 fn run_torch(python: &str, opts: &BenchOptions) -> Result<serde_json::Value> {
     let script = torch_script();
@@ -329,7 +360,15 @@ fn run_torch(python: &str, opts: &BenchOptions) -> Result<serde_json::Value> {
     cmd.arg(&script)
         .args(["--runs", &opts.runs.to_string()])
         .args(["--height", &opts.height.to_string()])
-        .args(["--width", &opts.width.to_string()]);
+        .args(["--width", &opts.width.to_string()])
+        .args([
+            "--device",
+            if opts.device.is_cuda() { "cuda" } else { "cpu" },
+        ])
+        .args(["--dtype", dtype_name(opts.compute)]);
+    if opts.compute != DType::F32 {
+        cmd.args(["--suffix", &format!(" ({})", dtype_name(opts.compute))]);
+    }
     for o in &opts.only {
         cmd.args(["--only", o]);
     }

@@ -26,6 +26,12 @@ pub struct BenchArgs {
     /// f32 compute; rows suffixed `(f16 weights)`), or `f32,f16` for both in one run.
     #[arg(long, default_value = "f32")]
     pub weights: String,
+    /// Where the rows run (a GPU run synchronizes after each timed run).
+    #[arg(long, value_enum, default_value_t = crate::common::DeviceArg::Cpu)]
+    pub device: crate::common::DeviceArg,
+    /// Compute dtype of weights and activations; rows other than f32 are suffixed with it.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -39,6 +45,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.height,
         args.width
     );
+    anyhow::ensure!(
+        !(args.dtype == "bf16" && matches!(args.device, crate::common::DeviceArg::Cpu)),
+        "--dtype bf16 needs a GPU (candle's CPU matmul has no bf16); use f32 or f16 here"
+    );
     let opts = BenchOptions {
         runs: args.runs,
         height: args.height,
@@ -46,13 +56,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         only: args.only.clone(),
         torch: args.torch.clone(),
         weights: parse_weights(&args.weights)?,
+        device: args.device.device()?,
+        compute: match args.dtype.as_str() {
+            "f16" => candle_core::DType::F16,
+            "bf16" => candle_core::DType::BF16,
+            _ => candle_core::DType::F32,
+        },
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     eprintln!(
-        "semi bench: SD-1.5-size models, random weights, f32 compute ({} weights), CPU ({threads} threads), {}x{}",
-        args.weights, args.height, args.width
+        "semi bench: SD-1.5-size models, random weights, {} compute ({} weights), {:?} ({threads} CPU threads), {}x{}",
+        args.dtype, args.weights, args.device, args.height, args.width
     );
     let rows = run_bench(&opts, &mut |what| eprintln!("  {what} ..."))?;
     print!("{}", markdown(&rows));

@@ -96,13 +96,34 @@ pub struct GenerateArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Half precision: the fp16 weight variant when present, f16 compute.
-    #[arg(long)]
+    /// Half precision: the fp16 weight variant when present, f16 compute (`--dtype f16`).
+    #[arg(long, conflicts_with = "dtype")]
     pub fp16: bool,
+    /// Compute precision of weights and activations (softmax, group norm and the attention a
+    /// method reads stay f32) [default: f16 on CUDA, f32 elsewhere and when filling a cache
+    /// store, whose probe runs in f32].
+    #[arg(long, value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: Option<String>,
     /// `f16`: weights stored in f16 (half the memory; the fp16 variant when present) and widened
     /// per layer, compute stays f32 (CPU only; other devices store them in f32).
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"], conflicts_with = "fp16")]
     pub weights: String,
+}
+
+/// `--dtype`, `--fp16`, or the device's default (module docs of the flag).
+fn compute_dtype(
+    args: &GenerateArgs,
+    device: &candle_core::Device,
+    fills_cache: bool,
+) -> candle_core::DType {
+    use candle_core::DType;
+    match (args.dtype.as_deref(), args.fp16) {
+        (Some("f16"), _) | (None, true) => DType::F16,
+        (Some("bf16"), _) => DType::BF16,
+        (Some(_), _) => DType::F32,
+        (None, false) if device.is_cuda() && !fills_cache => DType::F16,
+        (None, false) => DType::F32,
+    }
 }
 
 impl GenerateArgs {
@@ -169,8 +190,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     if semi && args.latents.is_some() {
         bail!("--init {init} and --latents both give initial latents; choose one");
     }
-    if semi && args.fp16 && args.tickets.store.is_none() {
-        bail!("--init {init} probes in f32 to fill its cache store; drop --fp16 or pass --store");
+    let half = args.fp16 || args.dtype.as_deref().is_some_and(|d| d != "f32");
+    if semi && half && args.tickets.store.is_none() {
+        bail!(
+            "--init {init} probes in f32 to fill its cache store; drop --fp16/--dtype or pass \
+             --store"
+        );
     }
     args.probe.check()?;
     let flags = args.choices()?;
@@ -186,7 +211,12 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         .collect();
     outputs.check(args.layout.is_some(), &inputs)?;
     let f16_weights = args.weights == "f16";
-    let variant = if args.fp16 || f16_weights {
+    let fills_cache = semi && args.tickets.store.is_none();
+    let dtype = compute_dtype(args, &device, fills_cache);
+    if dtype == candle_core::DType::BF16 && device.is_cpu() {
+        bail!("--dtype bf16 needs a GPU (candle's CPU matmul has no bf16); use f32 or f16 here");
+    }
+    let variant = if dtype == candle_core::DType::F16 || f16_weights {
         Variant::Fp16
     } else {
         Variant::Full
@@ -213,10 +243,10 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         latents: args.latents.clone(),
     };
     let run = Run::plan(&model, request)?;
-    let precision = match (f16_weights, args.fp16) {
-        (true, _) => Precision::f16_weights(),
-        (false, true) => Precision::uniform(candle_core::DType::F16),
-        (false, false) => Precision::uniform(candle_core::DType::F32),
+    let precision = if f16_weights {
+        Precision::f16_weights()
+    } else {
+        Precision::uniform(dtype)
     };
     let model = model.load(&device, precision)?;
 

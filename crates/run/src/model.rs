@@ -130,7 +130,14 @@ pub fn device(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" => {
             #[cfg(feature = "cuda")]
-            return Device::new_cuda(0).context("cannot open CUDA device 0");
+            return Device::new_cuda(0).map_err(|e| {
+                let why = e.to_string();
+                anyhow::anyhow!(
+                    "--device cuda: no CUDA device can be opened ({}); check the driver with \
+                     nvidia-smi",
+                    why.lines().next().unwrap_or_default()
+                )
+            });
             #[cfg(not(feature = "cuda"))]
             bail!("--device cuda: this semi was built without CUDA support (rebuild with `--features cuda`)")
         }
