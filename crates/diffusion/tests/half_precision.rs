@@ -73,12 +73,11 @@ fn a_short_ddim_run_in_half_precision_stays_close_to_f32() {
     };
     let full = run(DType::F32);
     // Measured: final latents 9.5e-3, image 6.6e-3.
-    for (dtype, tol) in [(DType::F16, 2e-2)] {
-        let half = run(dtype);
-        let e_latents = rel_err(&half.latents, &full.latents);
-        let e_image = rel_err(&half.image, &full.image);
-        eprintln!("{dtype:?}: final latents {e_latents:.2e}, image {e_image:.2e}");
-        assert!(e_latents < tol, "{dtype:?}: final latents {e_latents:.2e}");
-        assert!(e_image < tol, "{dtype:?}: image {e_image:.2e}");
-    }
+    let half = run(DType::F16);
+    let tol = 2e-2;
+    let e_latents = rel_err(&half.latents, &full.latents);
+    let e_image = rel_err(&half.image, &full.image);
+    eprintln!("f16: final latents {e_latents:.2e}, image {e_image:.2e}");
+    assert!(e_latents < tol, "f16: final latents {e_latents:.2e}");
+    assert!(e_image < tol, "f16: image {e_image:.2e}");
 }
