@@ -149,9 +149,37 @@ pub struct ProbeArgs {
     /// gave no reliable gain (`semi tickets bench`), hence 1; try it on a GPU.
     #[arg(long, default_value_t = 1)]
     pub pairs_per_pass: usize,
+    #[command(flatten)]
+    pub scheduler: SchedulerArgs,
+}
+
+/// The sampler, which also decides the probe's timestep (the first of its schedule).
+#[derive(Args, Debug, Clone)]
+pub struct SchedulerArgs {
+    /// Sampler: ddim, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, unipc, a diffusers class
+    /// name (e.g. EulerDiscreteScheduler), or `model` (the model's scheduler config's class),
+    /// configured from the model's scheduler_config.json [default: the model's, else ddim, the
+    /// paper's].
+    #[arg(long, value_name = "NAME")]
+    pub scheduler: Option<String>,
+    /// Override a scheduler config field, `key=value` (repeatable), e.g.
+    /// `--scheduler-option use_karras_sigmas=true`.
+    #[arg(long = "scheduler-option", value_name = "KEY=VALUE")]
+    pub scheduler_options: Vec<String>,
 }
 
 impl ProbeArgs {
+    /// The explicit probe and sampler settings.
+    pub fn choices(&self) -> Choices {
+        Choices {
+            probe_layers: self.layers.clone(),
+            scheduler: self.scheduler.scheduler.clone(),
+            scheduler_options: (!self.scheduler.scheduler_options.is_empty())
+                .then(|| self.scheduler.scheduler_options.clone()),
+            ..Choices::default()
+        }
+    }
+
     pub fn check(&self) -> Result<()> {
         if self.pairs_per_pass == 0 {
             anyhow::bail!("--pairs-per-pass must be at least 1");

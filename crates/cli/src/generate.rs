@@ -152,8 +152,12 @@ impl GenerateArgs {
         Ok(Choices {
             guidance_scale: self.cfg_scale()?,
             num_inference_steps: self.steps,
-            probe_layers: self.probe.layers.clone(),
-            ..self.tickets.choices()?
+            ..Choices {
+                probe_layers: self.probe.layers.clone(),
+                scheduler: self.probe.scheduler.scheduler.clone(),
+                scheduler_options: self.probe.choices().scheduler_options,
+                ..self.tickets.choices()?
+            }
         })
     }
 }

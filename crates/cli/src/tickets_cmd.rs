@@ -109,12 +109,14 @@ fn run_collect(args: &CollectArgs) -> Result<()> {
             (h.unwrap_or(nh), w.unwrap_or(nw))
         }
     };
-    let flags = semi_run::Choices {
-        probe_layers: args.probe.layers.clone(),
-        ..semi_run::Choices::default()
-    };
-    let settings = model.reference.settings(&flags)?;
-    let opts = semi_run::store::probe_options(&settings, args.probe.pairs_per_pass, height, width)?;
+    let settings = model.reference.settings(&args.probe.choices())?;
+    let opts = semi_run::store::probe_options(
+        &settings,
+        &model.sd.files.scheduler,
+        args.probe.pairs_per_pass,
+        height,
+        width,
+    )?;
     let mut prober = SdProber::new(&model.sd, model.fingerprint()?.to_string(), &opts)?;
     let request = CollectRequest {
         pairs,

@@ -4,12 +4,12 @@
 //! semi's ticket probe and initial-noise construction reuse them, and the loop calls back after
 //! every step so callers can show progress, record or stop.
 
-use crate::config::{SchedulerConfig, UNetConfig};
+use crate::config::UNetConfig;
 use crate::controller::AttentionController;
 use crate::loading::{checked_var_builder, ModelFiles, Variant};
 use crate::noise::TorchGenerator;
 use crate::precision::Precision;
-use crate::schedulers::SchedulerKind;
+use crate::schedulers::SchedulerSpec;
 use crate::text_encoder::ClipTextModel;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
@@ -36,6 +36,8 @@ pub struct GenerateRequest {
     /// Initial latents `[1, C, H/s, W/s]` (unit variance, before `init_noise_sigma`) instead of
     /// seeded noise, as diffusers' `latents=` argument.
     pub latents: Option<Tensor>,
+    /// The sampler; `None`: the model's default ([`StableDiffusion::scheduler`], DDIM).
+    pub scheduler: Option<SchedulerSpec>,
 }
 
 impl GenerateRequest {
@@ -51,6 +53,7 @@ impl GenerateRequest {
             eta: 0.0,
             seed: 0,
             latents: None,
+            scheduler: None,
         }
     }
 
@@ -114,8 +117,8 @@ pub struct StableDiffusion {
     pub unet: UNet2DConditionModel,
     /// `None` for pixel-space models.
     pub vae: Option<AutoencoderKL>,
-    pub scheduler_config: SchedulerConfig,
-    pub scheduler_kind: SchedulerKind,
+    /// The default sampler: DDIM on the folder's scheduler config (the paper's).
+    pub scheduler: SchedulerSpec,
     pub device: Device,
     /// The dtype the models compute in.
     pub dtype: DType,
@@ -177,8 +180,7 @@ impl StableDiffusion {
             None => None,
         };
         Ok(Self {
-            scheduler_config: files.scheduler.clone(),
-            scheduler_kind: SchedulerKind::Ddim,
+            scheduler: SchedulerSpec::ddim(&files.scheduler),
             tokenizer,
             text_encoder,
             unet,
@@ -188,6 +190,11 @@ impl StableDiffusion {
             dtype,
             weights_dtype: precision.weights,
         })
+    }
+
+    /// The sampler of `req`: its own, else the model's default.
+    pub fn scheduler_for<'a>(&'a self, req: &'a GenerateRequest) -> &'a SchedulerSpec {
+        req.scheduler.as_ref().unwrap_or(&self.scheduler)
     }
 
     pub fn unet_config(&self) -> &UNetConfig {
@@ -277,7 +284,7 @@ impl StableDiffusion {
         on_step: &mut dyn FnMut(StepEvent) -> Result<()>,
     ) -> Result<Generated> {
         req.validate(self.size_multiple())?;
-        let mut scheduler = self.scheduler_kind.build(&self.scheduler_config, req.eta)?;
+        let mut scheduler = self.scheduler_for(req).build(req.eta)?;
         scheduler.set_timesteps(req.steps)?;
         let timesteps = scheduler.timesteps().to_vec();
 

@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 use semi_diffusion::controller::AttentionController;
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion, StepEvent};
+use semi_diffusion::schedulers::SchedulerSpec;
 use semi_guidance::{objects_in_prompt, GuidedObject};
 use semi_layout::Layout;
 use semi_tickets::{Construction, Store};
@@ -29,6 +30,8 @@ pub struct Sampling {
     pub eta: f64,
     /// Initial latents in place of the seeded noise (Gaussian and Swap; an error for SemI).
     pub latents: Option<Tensor>,
+    /// The sampler; `None`: the model's default (DDIM).
+    pub scheduler: Option<SchedulerSpec>,
 }
 
 impl Sampling {
@@ -40,6 +43,7 @@ impl Sampling {
             guidance_scale: 7.5,
             eta: 0.0,
             latents: None,
+            scheduler: None,
         }
     }
 
@@ -56,6 +60,7 @@ impl Sampling {
         req.guidance_scale = self.guidance_scale;
         req.eta = self.eta;
         req.latents = self.latents.clone();
+        req.scheduler = self.scheduler.clone();
         req
     }
 }

@@ -163,6 +163,9 @@ impl Run {
         sampling.guidance_scale = settings.guidance_scale.value;
         sampling.eta = req.eta;
         let files = &model.files;
+        let scheduler = settings.scheduler(&files.scheduler)?;
+        scheduler.build(req.eta)?;
+        sampling.scheduler = Some(scheduler);
         let request = sampling.request(&layout);
         request.validate(files.size_multiple())?;
         let batch = if request.uses_guidance() { 2 } else { 1 };
@@ -265,6 +268,9 @@ impl Run {
             "settings".into(),
             serde_json::to_value(&self.settings).unwrap_or_default(),
         );
+        if let Some(s) = &self.sampling.scheduler {
+            extra.insert("scheduler".into(), s.describe());
+        }
         ImageParams {
             prompt: self.layout.prompt.clone(),
             negative_prompt: self.layout.negative_prompt.clone().unwrap_or_default(),
@@ -288,6 +294,11 @@ impl Run {
             "guidance": self.sampling.guidance_scale,
             "eta": self.sampling.eta,
         });
+        if let Some(sched) = &self.sampling.scheduler {
+            s.as_object_mut()
+                .expect("an object")
+                .insert("scheduler".into(), sched.describe());
+        }
         let map = s.as_object_mut().expect("an object");
         let m = &self.method;
         let o = &self.options;

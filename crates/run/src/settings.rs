@@ -10,6 +10,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use semi_diffusion::config::SchedulerConfig;
+use semi_diffusion::schedulers::SchedulerSpec;
 use semi_tickets::Rule;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// How a message names where a pair of settings came from: the model's file if either did.
+    fn max_describe(self, other: Source) -> &'static str {
+        if self == Source::Model || other == Source::Model {
+            Source::Model.describe()
+        } else {
+            ""
+        }
+    }
+
     /// How a message names the source: ` (from the model's semi.json)`, ...
     fn describe(self) -> &'static str {
         match self {
@@ -109,6 +120,12 @@ settings! {
     probe_layers: String = "default".to_string(),
     /// Noise images per category pair when a cache store is filled on the fly.
     cache_images: usize = 100,
+    /// The sampler: `ddim` (the paper's), `pndm`, `euler`, `euler-a`, `dpm++2m`,
+    /// `dpm++2m-karras`, `unipc`, a diffusers class name, or `model` (the class the model's
+    /// scheduler config names). The probe scores tickets at its first timestep.
+    scheduler: String = "ddim".to_string(),
+    /// Overrides of the scheduler config, `key=value` (e.g. `use_karras_sigmas=true`).
+    scheduler_options: Vec<String> = Vec::new(),
 }
 
 impl Choices {
@@ -128,6 +145,17 @@ impl Settings {
     /// The paper's defaults (no flags, no model file).
     pub fn paper() -> Settings {
         Settings::resolve(&Choices::default(), &Choices::default()).expect("valid defaults")
+    }
+
+    /// The chosen sampler on the model's scheduler config (checked: a bad name or option is an
+    /// error naming it and where it came from).
+    pub fn scheduler(&self, model: &SchedulerConfig) -> Result<SchedulerSpec> {
+        let source = self
+            .scheduler
+            .source
+            .max_describe(self.scheduler_options.source);
+        SchedulerSpec::resolve(&self.scheduler.value, &self.scheduler_options.value, model)
+            .map_err(|e| anyhow::anyhow!("{e:#}{source}"))
     }
 
     /// The paper rule at these thresholds.

@@ -5,6 +5,8 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
+use semi_diffusion::config::SchedulerConfig;
+use semi_diffusion::pipeline::StableDiffusion;
 use semi_tickets::names::normalize_categories;
 use semi_tickets::{LayerChoice, ProbeOptions, Progress, Store};
 
@@ -24,8 +26,10 @@ pub struct StoreSpec<'a> {
 }
 
 /// The probe settings of the cache store for images of `height` x `width`.
+/// `model`: the model's scheduler config, which the chosen sampler starts from.
 pub fn probe_options(
     settings: &Settings,
+    model: &SchedulerConfig,
     pairs_per_pass: usize,
     height: usize,
     width: usize,
@@ -33,6 +37,7 @@ pub fn probe_options(
     let mut o = ProbeOptions::new(height, width);
     o.layers = LayerChoice::parse(&settings.probe_layers.value)?;
     o.pairs_per_pass = pairs_per_pass.max(1);
+    o.scheduler = Some(settings.scheduler(model)?);
     Ok(o)
 }
 
@@ -51,9 +56,17 @@ pub fn open(
     log: &mut dyn FnMut(&str),
 ) -> Result<Store> {
     let fingerprint = model.fingerprint()?;
+    let probe = probe_options(
+        settings,
+        &model.sd.files.scheduler,
+        spec.pairs_per_pass,
+        height,
+        width,
+    )?;
     if let Some(dir) = spec.given {
         let store = Store::open(dir)?;
         semi_methods::check_store_model(&store, fingerprint, model.name())?;
+        check_store_schedule(&store, &model.sd, &probe)?;
         return Ok(store);
     }
     let categories = normalize_categories(categories)?;
@@ -70,7 +83,6 @@ pub fn open(
             None => Vec::new(),
         }
     };
-    let probe = probe_options(settings, spec.pairs_per_pass, height, width)?;
     semi_methods::cache_store_with(
         &model.sd,
         fingerprint,
@@ -81,6 +93,30 @@ pub fn open(
         progress,
         log,
     )
+}
+
+/// A store scored at another first step than this run's sampler takes is refused: its tickets
+/// won for another timestep or input scale.
+fn check_store_schedule(store: &Store, sd: &StableDiffusion, probe: &ProbeOptions) -> Result<()> {
+    let (timestep, input_scale) = semi_tickets::probe::probe_schedule(sd, probe)?;
+    let theirs = store.fingerprint();
+    if theirs.timestep != timestep || theirs.input_scale != input_scale {
+        let class = probe
+            .scheduler
+            .as_ref()
+            .unwrap_or(&sd.scheduler)
+            .kind
+            .class_name();
+        bail!(
+            "the store {} was probed at timestep {} (input scale {}), but this run's scheduler \
+             {class} starts at timestep {timestep} (input scale {input_scale}); collect a store \
+             with the same --scheduler, or run with the scheduler the store was collected with",
+            store.dir().display(),
+            theirs.timestep,
+            theirs.input_scale
+        );
+    }
+    Ok(())
 }
 
 /// One size for every layout of a cache store (it serves one size); the error names the odd one.

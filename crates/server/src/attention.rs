@@ -60,7 +60,7 @@ pub fn attention_json(
     let mut prober = SdProber::new(
         &m.model.sd,
         m.model.fingerprint()?.to_string(),
-        &semi_run::store::probe_options(&req.run.settings, 1, h, w)?,
+        &semi_run::store::probe_options(&req.run.settings, &m.model.sd.files.scheduler, 1, h, w)?,
     )?;
     let grid = prober.plan().grid;
     let prompt = req.run.layout.prompt.to_lowercase();

@@ -108,7 +108,8 @@ pub fn load(source: &ModelSource) -> Result<Loaded> {
             source.name
         )
     })?;
-    let probe = semi_run::store::probe_options(&settings, 1, height, width)?;
+    let probe =
+        semi_run::store::probe_options(&settings, &model.sd.files.scheduler, 1, height, width)?;
     let grid = SdProber::new(&model.sd, fingerprint.clone(), &probe)?
         .plan()
         .grid;

@@ -9,7 +9,7 @@ use semi_layout::Grid;
 use serde::{Deserialize, Serialize};
 
 /// Everything that changes the probe's score maps, recorded in every store's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeFingerprint {
     /// Hash of the model's UNet and text-encoder weights and configs (the prober computes it).
@@ -18,6 +18,11 @@ pub struct ProbeFingerprint {
     pub layers: Vec<String>,
     /// The probe timestep (981 for SD 1.x with DDIM 50 steps, leading spacing, offset 1).
     pub timestep: u32,
+    /// What the probed UNet input is per unit of noise: `init_noise_sigma / sqrt(sigma^2 + 1)`
+    /// for Euler's sigma space, 1 for DDIM, PNDM, DPM-Solver and UniPC (then not written, so
+    /// older stores keep their digest).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub input_scale: f64,
     /// The contrastive prompt with `{c1}` and `{c2}` placeholders, e.g. `a {c1} and a {c2}`.
     pub prompt_template: String,
     /// Image size in pixels.
@@ -29,6 +34,17 @@ pub struct ProbeFingerprint {
     pub grid: [usize; 2],
 }
 
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
+}
+
+// Validated fingerprints hold no NaN.
+impl Eq for ProbeFingerprint {}
+
 impl ProbeFingerprint {
     /// Checks internal consistency: non-empty model and layers, a template with both
     /// placeholders, positive sizes, and a grid that cuts the latent into equal blocks.
@@ -38,6 +54,12 @@ impl ProbeFingerprint {
         }
         if self.layers.is_empty() {
             bail!("probe fingerprint names no probed layer");
+        }
+        if !(self.input_scale.is_finite() && self.input_scale > 0.0) {
+            bail!(
+                "probe fingerprint has an invalid input scale {}",
+                self.input_scale
+            );
         }
         if !self.prompt_template.contains("{c1}") || !self.prompt_template.contains("{c2}") {
             bail!(
@@ -128,6 +150,11 @@ impl ProbeFingerprint {
             other.timestep.to_string(),
         );
         cmp(
+            "input_scale",
+            self.input_scale.to_string(),
+            other.input_scale.to_string(),
+        );
+        cmp(
             "prompt_template",
             format!("{:?}", self.prompt_template),
             format!("{:?}", other.prompt_template),
@@ -207,6 +234,7 @@ mod tests {
             model: "abc".into(),
             layers: vec!["down_blocks.2.attentions.1.transformer_blocks.0.attn2".into()],
             timestep: 981,
+            input_scale: 1.0,
             prompt_template: "a {c1} and a {c2}".into(),
             height: 512,
             width: 512,

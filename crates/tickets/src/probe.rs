@@ -33,6 +33,7 @@ use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor};
 use semi_diffusion::controller::{AttentionController, AttentionKind, AttentionSite, Place};
 use semi_diffusion::pipeline::StableDiffusion;
+use semi_diffusion::schedulers::SchedulerSpec;
 use semi_diffusion::tokenizer::ClipTokenizer;
 use semi_diffusion::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
 
@@ -87,6 +88,8 @@ pub struct ProbeOptions {
     pub template: String,
     /// Prompts per UNet pass (batch rows); 1 = no batching.
     pub pairs_per_pass: usize,
+    /// The sampler whose first step the probe reproduces; `None`: the model's default (DDIM).
+    pub scheduler: Option<SchedulerSpec>,
 }
 
 impl ProbeOptions {
@@ -98,6 +101,7 @@ impl ProbeOptions {
             steps: DEFAULT_STEPS,
             template: PROMPT_TEMPLATE.to_string(),
             pairs_per_pass: 1,
+            scheduler: None,
         }
     }
 }
@@ -221,14 +225,49 @@ pub fn plan_layers(
     })
 }
 
-/// The first timestep of the model's generation schedule with `steps` steps.
+/// The first timestep of the model's default (DDIM) schedule with `steps` steps.
 pub fn first_timestep(sd: &StableDiffusion, steps: usize) -> Result<f64> {
-    let mut s = sd.scheduler_kind.build(&sd.scheduler_config, 0.0)?;
+    first_timestep_of(&sd.scheduler, steps)
+}
+
+/// The first timestep of `scheduler`'s schedule with `steps` steps.
+pub fn first_timestep_of(scheduler: &SchedulerSpec, steps: usize) -> Result<f64> {
+    let mut s = scheduler.build(0.0)?;
     s.set_timesteps(steps)?;
     s.timesteps()
         .first()
         .copied()
         .context("the scheduler produced no timesteps")
+}
+
+/// The probe's scheduler (set to its steps), first timestep and input scale (what the first
+/// denoising step feeds the UNet per unit of noise: 1 but for Euler's sigma space).
+fn schedule(
+    sd: &StableDiffusion,
+    options: &ProbeOptions,
+) -> Result<(Box<dyn semi_diffusion::schedulers::Scheduler>, u32, f64)> {
+    let spec = options.scheduler.as_ref().unwrap_or(&sd.scheduler);
+    let mut scheduler = spec.build(0.0)?;
+    scheduler.set_timesteps(options.steps)?;
+    let timestep = *scheduler
+        .timesteps()
+        .first()
+        .context("the scheduler produced no timesteps")?;
+    ensure!(
+        timestep >= 0.0 && timestep.fract() == 0.0,
+        "the first timestep {timestep} of {} is not a whole number",
+        spec.kind.class_name()
+    );
+    let input_scale =
+        scheduler.init_noise_sigma() / scheduler.model_input_divisor(timestep)? as f64;
+    Ok((scheduler, timestep as u32, input_scale))
+}
+
+/// The first timestep and input scale the probe of `options` runs at (what a store's
+/// fingerprint records), without building a prober.
+pub fn probe_schedule(sd: &StableDiffusion, options: &ProbeOptions) -> Result<(u32, f64)> {
+    let (_, t, scale) = schedule(sd, options)?;
+    Ok((t, scale))
 }
 
 /// Positions of `c1`'s and `c2`'s tokens in the encoded prompt `template(c1, c2)`: each name is
@@ -345,20 +384,13 @@ impl<'a> SdProber<'a> {
         let shape = sd.latent_shape(options.height, options.width);
         let (c, lh, lw) = (shape[1], shape[2], shape[3]);
         let plan = plan_layers(&sd.unet, (lh, lw), &options.layers)?;
-        let mut scheduler = sd.scheduler_kind.build(&sd.scheduler_config, 0.0)?;
-        scheduler.set_timesteps(options.steps)?;
-        let timestep = *scheduler
-            .timesteps()
-            .first()
-            .context("the scheduler produced no timesteps")?;
-        ensure!(
-            timestep >= 0.0 && timestep.fract() == 0.0,
-            "the first timestep {timestep} is not a whole number"
-        );
+        let (scheduler, timestep, input_scale) = schedule(sd, options)?;
+        let init_noise_sigma = scheduler.init_noise_sigma();
         let fingerprint = ProbeFingerprint {
             model: model_fingerprint,
             layers: plan.layers.clone(),
-            timestep: timestep as u32,
+            timestep,
+            input_scale,
             prompt_template: options.template.clone(),
             height: options.height as u32,
             width: options.width as u32,
@@ -368,10 +400,10 @@ impl<'a> SdProber<'a> {
         fingerprint.validate()?;
         Ok(SdProber {
             sd,
-            init_noise_sigma: scheduler.init_noise_sigma(),
+            init_noise_sigma,
             scheduler,
             plan,
-            timestep,
+            timestep: timestep as f64,
             template: options.template.clone(),
             fingerprint,
             pairs_per_pass: options.pairs_per_pass,

@@ -91,6 +91,7 @@ impl FakeProber {
             model: model.to_string(),
             layers: vec!["fake.attn2".to_string()],
             timestep: 981,
+            input_scale: 1.0,
             prompt_template: "a {c1} and a {c2}".to_string(),
             height: 128,
             width: 128,

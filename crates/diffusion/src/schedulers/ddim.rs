@@ -7,49 +7,12 @@
 //! indexes `alphas_cumprod` from the end, as Python does).
 
 use super::{
-    alphas_cumprod, betas, numpy_arange, numpy_linspace, round_half_even, Scheduler, StepOutput,
+    alphas_cumprod, betas, check_noise, div_scalar, mul_scalar, numpy_arange, numpy_linspace,
+    round_half_even, Prediction, Scheduler, Spacing, StepOutput,
 };
 use crate::config::SchedulerConfig;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-
-/// What the UNet predicts (`prediction_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prediction {
-    Epsilon,
-    VPrediction,
-    Sample,
-}
-
-impl Prediction {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "epsilon" => Prediction::Epsilon,
-            "v_prediction" => Prediction::VPrediction,
-            "sample" => Prediction::Sample,
-            other => bail!("unsupported prediction_type {other:?}"),
-        })
-    }
-}
-
-/// How inference timesteps are spread over the training timesteps (`timestep_spacing`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spacing {
-    Leading,
-    Trailing,
-    Linspace,
-}
-
-impl Spacing {
-    pub fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "leading" => Spacing::Leading,
-            "trailing" => Spacing::Trailing,
-            "linspace" => Spacing::Linspace,
-            other => bail!("unsupported timestep_spacing {other:?}"),
-        })
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct DdimScheduler {
@@ -76,7 +39,7 @@ impl DdimScheduler {
         }
         let betas = betas(config)?;
         let alphas_cumprod = alphas_cumprod(&betas);
-        let final_alpha_cumprod = if config.set_alpha_to_one {
+        let final_alpha_cumprod = if config.set_alpha_to_one.unwrap_or(true) {
             1.0
         } else {
             alphas_cumprod[0]
@@ -89,7 +52,7 @@ impl DdimScheduler {
             alphas_cumprod,
             final_alpha_cumprod,
             prediction: Prediction::parse(&config.prediction_type).context("scheduler config")?,
-            spacing: Spacing::parse(&config.timestep_spacing).context("scheduler config")?,
+            spacing: Spacing::of(config, Spacing::Leading)?,
             steps_offset: config.steps_offset,
             clip_sample: config
                 .clip_sample
@@ -152,17 +115,6 @@ impl DdimScheduler {
     }
 }
 
-/// `tensor * s` as torch multiplies by a 0-d f32 tensor (an exact elementwise product).
-fn mul_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
-    let s = Tensor::new(s, t.device())?.to_dtype(t.dtype())?;
-    Ok(t.broadcast_mul(&s)?)
-}
-
-fn div_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
-    let s = Tensor::new(s, t.device())?.to_dtype(t.dtype())?;
-    Ok(t.broadcast_div(&s)?)
-}
-
 impl Scheduler for DdimScheduler {
     fn set_timesteps(&mut self, n: usize) -> Result<()> {
         if n == 0 {
@@ -186,10 +138,6 @@ impl Scheduler for DdimScheduler {
 
     fn init_noise_sigma(&self) -> f64 {
         1.0
-    }
-
-    fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
-        Ok(sample.clone())
     }
 
     fn needs_variance_noise(&self) -> bool {
@@ -257,16 +205,7 @@ impl Scheduler for DdimScheduler {
         let mut prev = mul_scalar(&x0, alpha_prev.sqrt())?.add(&direction)?;
 
         if self.eta > 0.0 {
-            let Some(noise) = variance_noise else {
-                bail!("DDIM with eta > 0 needs variance noise for each step");
-            };
-            if noise.dims() != model_output.dims() {
-                bail!(
-                    "DDIM: variance noise has shape {:?}, expected {:?}",
-                    noise.dims(),
-                    model_output.dims()
-                );
-            }
+            let noise = check_noise("DDIM with eta > 0", variance_noise, model_output)?;
             prev = prev.add(&mul_scalar(&noise.to_dtype(prev.dtype())?, std_dev_t)?)?;
         }
         Ok(StepOutput {

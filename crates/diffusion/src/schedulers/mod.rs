@@ -11,11 +11,24 @@
 //! final denoising steps are sensitive to the last digits of `alphas_cumprod`.
 
 pub mod ddim;
+pub mod dpm_solver;
+pub mod euler;
+pub mod euler_ancestral;
+pub mod pndm;
+mod registry;
+mod sigmas;
+pub mod unipc;
 
 pub use ddim::DdimScheduler;
+pub use dpm_solver::DpmSolverMultistepScheduler;
+pub use euler::EulerDiscreteScheduler;
+pub use euler_ancestral::EulerAncestralDiscreteScheduler;
+pub use pndm::PndmScheduler;
+pub use registry::{SchedulerKind, SchedulerSpec, SCHEDULER_NAMES};
+pub use unipc::UniPcMultistepScheduler;
 
 use crate::config::SchedulerConfig;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 
 /// The result of one scheduler step.
@@ -35,12 +48,25 @@ pub trait Scheduler {
     /// The timesteps of the run, in the order the loop visits them (empty before `set_timesteps`).
     fn timesteps(&self) -> &[f64];
 
-    /// Standard deviation of the initial noise: initial latents are `randn * init_noise_sigma`.
+    /// Standard deviation of the initial noise: initial latents are `randn * init_noise_sigma`
+    /// (an f32 value, as diffusers' tensors hold it).
     fn init_noise_sigma(&self) -> f64;
 
-    /// The UNet input for `sample` at `timestep` (identity for DDIM, `/ sqrt(sigma^2 + 1)` for
-    /// sigma-space schedulers such as Euler).
-    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor>;
+    /// What `scale_model_input` divides by at `timestep`: 1 for DDIM, `sqrt(sigma^2 + 1)` (f32)
+    /// for sigma-space schedulers such as Euler. The probe records the resulting input scale.
+    fn model_input_divisor(&self, _timestep: f64) -> Result<f32> {
+        Ok(1.0)
+    }
+
+    /// The UNet input for `sample` at `timestep` (see [`Self::model_input_divisor`]).
+    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor> {
+        let d = self.model_input_divisor(timestep)?;
+        if d == 1.0 {
+            Ok(sample.clone())
+        } else {
+            div_scalar(sample, d)
+        }
+    }
 
     /// Whether `step` needs `variance_noise` (DDIM with eta > 0, ancestral and SDE samplers).
     fn needs_variance_noise(&self) -> bool;
@@ -61,21 +87,97 @@ pub trait Scheduler {
     }
 }
 
-/// The schedulers semi implements, selectable by name (`--scheduler` in later CLI versions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SchedulerKind {
-    #[default]
-    Ddim,
+/// What the UNet predicts (`prediction_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prediction {
+    Epsilon,
+    VPrediction,
+    Sample,
 }
 
-impl SchedulerKind {
-    /// Builds a fresh scheduler of this kind from a folder's scheduler config; `eta` is DDIM's
-    /// stochasticity (0 = deterministic DDIM).
-    pub fn build(self, config: &SchedulerConfig, eta: f64) -> Result<Box<dyn Scheduler>> {
-        match self {
-            SchedulerKind::Ddim => Ok(Box::new(DdimScheduler::new(config, eta)?)),
+impl Prediction {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "epsilon" => Prediction::Epsilon,
+            "v_prediction" => Prediction::VPrediction,
+            "sample" => Prediction::Sample,
+            other => bail!("unsupported prediction_type {other:?}"),
+        })
+    }
+
+    pub(crate) fn of(config: &SchedulerConfig) -> Result<Self> {
+        Self::parse(&config.prediction_type).context("scheduler config")
+    }
+}
+
+/// How inference timesteps are spread over the training timesteps (`timestep_spacing`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spacing {
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+impl Spacing {
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "leading" => Spacing::Leading,
+            "trailing" => Spacing::Trailing,
+            "linspace" => Spacing::Linspace,
+            other => bail!("unsupported timestep_spacing {other:?}"),
+        })
+    }
+
+    /// The config's spacing, or the scheduler's own `default` when the file does not set it.
+    pub(crate) fn of(config: &SchedulerConfig, default: Spacing) -> Result<Self> {
+        match &config.timestep_spacing {
+            Some(s) => Self::parse(s).context("scheduler config"),
+            None => Ok(default),
         }
     }
+}
+
+/// Fails naming the field unless `ok` (a scheduler option semi does not implement is set).
+pub(crate) fn unsupported(
+    ok: bool,
+    class: &str,
+    field: &str,
+    value: impl std::fmt::Debug,
+) -> Result<()> {
+    if !ok {
+        bail!("{class}: the scheduler config value {value:?} of `{field}` is not supported");
+    }
+    Ok(())
+}
+
+/// `tensor * s` as torch multiplies by a 0-d f32 tensor (an exact elementwise product).
+pub(crate) fn mul_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
+    let s = Tensor::new(s, t.device())?.to_dtype(t.dtype())?;
+    Ok(t.broadcast_mul(&s)?)
+}
+
+pub(crate) fn div_scalar(t: &Tensor, s: f32) -> Result<Tensor> {
+    let s = Tensor::new(s, t.device())?.to_dtype(t.dtype())?;
+    Ok(t.broadcast_div(&s)?)
+}
+
+/// Checks that a stochastic step got noise of the model output's shape.
+pub(crate) fn check_noise<'a>(
+    class: &str,
+    noise: Option<&'a Tensor>,
+    model_output: &Tensor,
+) -> Result<&'a Tensor> {
+    let Some(noise) = noise else {
+        bail!("{class} needs variance noise for each step");
+    };
+    if noise.dims() != model_output.dims() {
+        bail!(
+            "{class}: variance noise has shape {:?}, expected {:?}",
+            noise.dims(),
+            model_output.dims()
+        );
+    }
+    Ok(noise)
 }
 
 /// `torch.linspace(start, end, n, dtype=float32)` on CPU, bit for bit: ATen computes

@@ -23,7 +23,7 @@ impl GuidanceMethod for PaintMethod {
         metadata: &mut Map<String, Value>,
     ) -> Result<Box<dyn AttentionController>> {
         let sigmas =
-            NoiseLevels::from_alphas_cumprod(&alphas_cumprod(&betas(&cx.sd.scheduler_config)?))?;
+            NoiseLevels::from_alphas_cumprod(&alphas_cumprod(&betas(&cx.sd.scheduler.config)?))?;
         let weight = cx.options.paint_weight;
         let config = PaintConfig {
             weight,

@@ -94,6 +94,7 @@ pub fn tiny_fingerprint() -> ProbeFingerprint {
         model: "table".into(),
         layers: vec!["table.attn2".into()],
         timestep: 981,
+        input_scale: 1.0,
         prompt_template: "a {c1} and a {c2}".into(),
         height: 16,
         width: 32,
