@@ -534,3 +534,160 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `--scheduler` picks the sampler by alias, class name or `model`, options override its config,
+/// the sidecar records both, and bad choices are one-line errors before any weights are read.
+#[test]
+fn the_scheduler_is_chosen_recorded_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("out.png");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            "toy",
+            "--prompt",
+            "a circle",
+            "--steps",
+            "3",
+            "--out",
+            png.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        semi(&args)
+    };
+    for (flags, class, option) in [
+        (
+            &["--scheduler", "euler-a"][..],
+            "EulerAncestralDiscreteScheduler",
+            None,
+        ),
+        (
+            &["--scheduler", "dpm++2m-karras"][..],
+            "DPMSolverMultistepScheduler",
+            Some("use_karras_sigmas"),
+        ),
+        (
+            &[
+                "--scheduler",
+                "UniPCMultistepScheduler",
+                "--scheduler-option",
+                "solver_order=3",
+            ][..],
+            "UniPCMultistepScheduler",
+            Some("solver_order"),
+        ),
+        (&["--scheduler", "model"][..], "DDIMScheduler", None),
+        (&[][..], "DDIMScheduler", None),
+    ] {
+        let out = run(flags);
+        assert!(
+            out.status.success(),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = sidecar(&png);
+        assert_eq!(s["scheduler"]["class"], class, "{flags:?}: {s}");
+        if let Some(key) = option {
+            assert!(!s["scheduler"]["options"][key].is_null(), "{flags:?}: {s}");
+        }
+        let source = if flags.is_empty() { "default" } else { "flag" };
+        assert_eq!(s["settings"]["scheduler"]["source"], source);
+    }
+    assert_error(
+        &run(&["--scheduler", "lms"]),
+        &["unknown scheduler \"lms\"", "euler-a"],
+    );
+    assert_error(
+        &run(&[
+            "--scheduler",
+            "euler",
+            "--scheduler-option",
+            "use_karas_sigmas=true",
+        ]),
+        &["use_karas_sigmas"],
+    );
+    assert_error(
+        &run(&["--scheduler", "euler", "--eta", "0.5"]),
+        &["eta", "DDIMScheduler only"],
+    );
+    assert_error(
+        &run(&[
+            "--scheduler",
+            "dpm++2m",
+            "--scheduler-option",
+            "algorithm_type=sde-dpmsolver++",
+        ]),
+        &["algorithm_type"],
+    );
+}
+
+/// A store scored at DDIM's first step (981 on the toy model) refuses a run whose scheduler
+/// starts elsewhere (DPM-Solver's leading grid: 951), and says so. Euler on the toy model's
+/// leading spacing starts at 981 with the same unit input, so it may use the store.
+#[test]
+fn a_store_of_another_schedule_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = semi(&[
+        "tickets",
+        "collect",
+        "--model",
+        "toy",
+        "--store",
+        store.to_str().unwrap(),
+        "--categories",
+        "circle,square",
+        "--n",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let layout = dir.path().join("layout.json");
+    std::fs::write(
+        &layout,
+        r#"{"prompt": "a circle and a square", "width": 32, "height": 32,
+            "objects": [{"phrase": "circle", "category": "circle", "bbox": [0.05, 0.1, 0.45, 0.5]},
+                        {"phrase": "square", "category": "square", "bbox": [0.55, 0.5, 0.95, 0.9]}]}"#,
+    )
+    .unwrap();
+    let png = dir.path().join("out.png");
+    let run = |scheduler: &str| {
+        semi(&[
+            "generate",
+            "--model",
+            "toy",
+            "--layout",
+            layout.to_str().unwrap(),
+            "--init",
+            "semi",
+            "--store",
+            store.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--scheduler",
+            scheduler,
+            "--out",
+            png.to_str().unwrap(),
+        ])
+    };
+    assert_error(
+        &run("dpm++2m"),
+        &[
+            "probed at timestep 981",
+            "DPMSolverMultistepScheduler",
+            "951",
+        ],
+    );
+    for ok in ["ddim", "euler"] {
+        let out = run(ok);
+        assert!(
+            out.status.success(),
+            "{ok}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -268,4 +268,48 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn python_infinity_and_default_markers_are_read_as_diffusers_does() {
+        let text = r#"{"_class_name":"DPMSolverMultistepScheduler","lambda_min_clipped":-Infinity,
+            "timestep_spacing":"leading","solver_order":2,"prompt":"say \"Infinity\"",
+            "_use_default_values":["timestep_spacing","prompt"]}"#;
+        let cfg = SchedulerConfig::parse(text).unwrap();
+        assert_eq!(cfg.lambda_min_clipped, f64::MIN);
+        // Written from a default: another class takes its own.
+        assert_eq!(cfg.timestep_spacing, None);
+        assert_eq!(
+            python_json(r#"{"a":"Infinity","b":Infinity}"#),
+            r#"{"a":"Infinity","b":1.7976931348623157e308}"#
+        );
+    }
+
+    #[test]
+    fn overrides_are_checked_like_the_file() {
+        let cfg = SchedulerConfig::parse(r#"{"_class_name":"PNDMScheduler"}"#).unwrap();
+        let o = cfg
+            .with_overrides(
+                &[("use_karras_sigmas".into(), Value::Bool(true))],
+                "--scheduler-option",
+            )
+            .unwrap();
+        assert!(o.use_karras_sigmas && !cfg.use_karras_sigmas);
+        assert_eq!(o.class_name.as_deref(), Some("PNDMScheduler"));
+        let e = cfg
+            .with_overrides(&[("nope".into(), Value::Bool(true))], "--scheduler-option")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--scheduler-option") && e.contains("`nope`"),
+            "{e}"
+        );
+        let e = cfg
+            .with_overrides(
+                &[("timestep_spacing".into(), "sideways".into())],
+                "--scheduler-option",
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("timestep_spacing"), "{e}");
+    }
 }
