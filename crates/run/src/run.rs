@@ -294,7 +294,11 @@ impl Run {
             "guidance": self.sampling.guidance_scale,
             "eta": self.sampling.eta,
         });
-        if let Some(sched) = &self.sampling.scheduler {
+        // Plain DDIM, the default, is left out so that folders begun before schedulers were
+        // selectable still resume.
+        if let Some(sched) = self.sampling.scheduler.as_ref().filter(|s| {
+            s.kind != semi_diffusion::schedulers::SchedulerKind::Ddim || !s.options.is_empty()
+        }) {
             s.as_object_mut()
                 .expect("an object")
                 .insert("scheduler".into(), sched.describe());

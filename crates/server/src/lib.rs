@@ -27,7 +27,8 @@
 //!   [..], "layout_methods": [..], "limits": {max_steps, max_guidance, max_body_bytes,
 //!   max_queue}}`.
 //! - `POST /api/jobs` with `{"layout": <layout JSON>, "init": "gaussian"|"semi"|"swap"|
-//!   "semi+swap", "layout_method": "none"|"paint"|"soft", "steps": n, "guidance": g, "eta": e}`
+//!   "semi+swap", "layout_method": "none"|"paint"|"soft", "steps": n, "guidance": g, "eta": e,
+//!   "scheduler": "euler"|"dpm++2m"|...}`
 //!   (all but `layout` optional; the layout's `seed` and `negative_prompt` are used; its size
 //!   must be the model's): 202 and the job view below; 400 malformed JSON or unknown fields,
 //!   413 too large, 422 invalid values, 503 queue full.

@@ -45,6 +45,9 @@ struct Body {
     guidance: Option<f64>,
     #[serde(default)]
     eta: Option<f64>,
+    /// A `--scheduler` name (`euler`, `dpm++2m`, ...); the model's settings otherwise.
+    #[serde(default)]
+    scheduler: Option<String>,
 }
 
 /// A validated request, ready for the worker.
@@ -106,6 +109,7 @@ impl JobRequest {
             flags: Choices {
                 num_inference_steps: body.steps,
                 guidance_scale: body.guidance,
+                scheduler: body.scheduler,
                 ..Choices::default()
             },
             eta,

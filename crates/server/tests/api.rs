@@ -63,7 +63,10 @@ async fn generate_poll_and_fetch_the_image() {
     map.remove("width");
     map.remove("height");
     let r = http
-        .post_json("/api/jobs", &json!({"layout": unsized_layout, "steps": 2}))
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": unsized_layout, "steps": 2, "scheduler": "euler-a"}),
+        )
         .await;
     assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
     let id = r.json()["id"].as_u64().unwrap();
@@ -123,6 +126,15 @@ async fn bad_requests_are_4xx_with_a_message() {
         .await;
     assert_eq!(r.status, 400, "unknown fields are refused");
     assert!(r.error().contains("path"), "{}", r.error());
+
+    let r = http
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": toy_layout(), "scheduler": "lms"}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.error().contains("unknown scheduler"), "{}", r.error());
 
     let r = http
         .post_json("/api/jobs", &json!({"layout": toy_layout(), "steps": 0}))

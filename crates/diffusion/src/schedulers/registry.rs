@@ -24,8 +24,11 @@ pub enum SchedulerKind {
     UniPcMultistep,
 }
 
+/// Config fields an alias sets, e.g. `use_karras_sigmas: true`.
+pub type AliasOptions = &'static [(&'static str, bool)];
+
 /// Short names: (alias, class, config fields it sets).
-pub const SCHEDULER_NAMES: &[(&str, &str, &[(&str, bool)])] = &[
+pub const SCHEDULER_NAMES: &[(&str, &str, AliasOptions)] = &[
     ("ddim", "DDIMScheduler", &[]),
     ("pndm", "PNDMScheduler", &[]),
     ("euler", "EulerDiscreteScheduler", &[]),
