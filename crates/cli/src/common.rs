@@ -149,9 +149,17 @@ pub struct ProbeArgs {
     /// gave no reliable gain (`semi tickets bench`), hence 1; try it on a GPU.
     #[arg(long, default_value_t = 1)]
     pub pairs_per_pass: usize,
+    /// Noise images per probe pass (batch rows, times --pairs-per-pass); the store is
+    /// byte-identical for any value [default: 1 on the CPU, 16 on CUDA].
+    #[arg(long, value_name = "N")]
+    pub batch: Option<usize>,
     #[command(flatten)]
     pub scheduler: SchedulerArgs,
 }
+
+/// Noise images per probe pass when `--batch` is not given: batching pays on a GPU, and on a
+/// 2-core CPU one image per pass keeps memory lowest.
+pub const CUDA_PROBE_BATCH: usize = 16;
 
 /// The sampler, which also decides the probe's timestep (the first of its schedule).
 #[derive(Args, Debug, Clone)]
@@ -169,6 +177,15 @@ pub struct SchedulerArgs {
 }
 
 impl ProbeArgs {
+    /// `--batch`, else the device's default.
+    pub fn images_per_pass(&self, device: &candle_core::Device) -> usize {
+        self.batch.unwrap_or(if device.is_cuda() {
+            CUDA_PROBE_BATCH
+        } else {
+            1
+        })
+    }
+
     /// The explicit probe and sampler settings.
     pub fn choices(&self) -> Choices {
         Choices {
@@ -183,6 +200,9 @@ impl ProbeArgs {
     pub fn check(&self) -> Result<()> {
         if self.pairs_per_pass == 0 {
             anyhow::bail!("--pairs-per-pass must be at least 1");
+        }
+        if self.batch == Some(0) {
+            anyhow::bail!("--batch must be at least 1");
         }
         Ok(())
     }

@@ -259,6 +259,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             given: args.tickets.store.as_deref(),
             partners: args.tickets.partners()?,
             pairs_per_pass: args.probe.pairs_per_pass,
+            images_per_pass: args.probe.images_per_pass(&model.sd.device),
         };
         let mut bar = crate::common::CollectBar::new("probing");
         let store = run.store(&model, &spec, &mut |p| bar.update(p), &mut |line| {

@@ -110,13 +110,14 @@ fn run_collect(args: &CollectArgs) -> Result<()> {
         }
     };
     let settings = model.reference.settings(&args.probe.choices())?;
-    let opts = semi_run::store::probe_options(
+    let mut opts = semi_run::store::probe_options(
         &settings,
         &model.sd.files.scheduler,
         args.probe.pairs_per_pass,
         height,
         width,
     )?;
+    opts.images_per_pass = args.probe.images_per_pass(&device);
     let mut prober = SdProber::new(&model.sd, model.fingerprint()?.to_string(), &opts)?;
     let request = CollectRequest {
         pairs,

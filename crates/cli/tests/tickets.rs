@@ -559,3 +559,62 @@ fn bad_input_is_one_line_and_writes_nothing() {
     assert!(!Path::new(&out_file).exists(), "no latents were written");
     assert!(tree(Path::new(&store)) == before, "the store is untouched");
 }
+
+/// Several noise images per probe pass (`--batch`), with or without several prompts per pass,
+/// give a store byte-identical to one image and one prompt per pass, on the tiny SD 1.x model
+/// and the embedded toy model.
+#[test]
+fn batched_probing_writes_the_same_store() {
+    let t = tempfile::tempdir().unwrap();
+    let cache = t.path().join("cache");
+    for (model, cats, height) in [
+        (tiny("tiny-sd1"), "dog,car,cat", "32"),
+        ("toy".to_string(), "circle,square,triangle", "32"),
+    ] {
+        let mut trees = Vec::new();
+        for (i, extra) in [
+            &["--batch", "1"][..],
+            &["--batch", "3"][..],
+            &["--batch", "4", "--pairs-per-pass", "2"][..],
+        ]
+        .iter()
+        .enumerate()
+        {
+            let store = t.path().join(format!("store-{i}")).display().to_string();
+            let mut args = collect_args(
+                &model,
+                &store,
+                &[
+                    "--categories",
+                    cats,
+                    "--n",
+                    "5",
+                    "--chunk",
+                    "4",
+                    "--height",
+                    height,
+                    "--width",
+                    height,
+                ],
+            );
+            args.extend_from_slice(extra);
+            ok(semi(&cache, &args));
+            trees.push(tree(Path::new(&store)));
+            std::fs::remove_dir_all(&store).unwrap();
+        }
+        assert!(trees[0].len() > 3, "{model}: {:?}", trees[0].keys());
+        for (i, other) in trees.iter().enumerate().skip(1) {
+            assert_eq!(
+                trees[0].keys().collect::<Vec<_>>(),
+                other.keys().collect::<Vec<_>>(),
+                "{model}: files of run {i}"
+            );
+            for (k, v) in &trees[0] {
+                assert!(
+                    v == &other[k],
+                    "{model}: {k} differs with batching (run {i})"
+                );
+            }
+        }
+    }
+}

@@ -23,6 +23,8 @@ pub struct StoreSpec<'a> {
     pub partners: Vec<String>,
     /// Contrastive prompts per probe pass when filling the cache store (0 means 1).
     pub pairs_per_pass: usize,
+    /// Noise images per probe pass when filling the cache store (0 means 1).
+    pub images_per_pass: usize,
 }
 
 /// The probe settings of the cache store for images of `height` x `width`.
@@ -56,13 +58,14 @@ pub fn open(
     log: &mut dyn FnMut(&str),
 ) -> Result<Store> {
     let fingerprint = model.fingerprint()?;
-    let probe = probe_options(
+    let mut probe = probe_options(
         settings,
         &model.sd.files.scheduler,
         spec.pairs_per_pass,
         height,
         width,
     )?;
+    probe.images_per_pass = spec.images_per_pass.max(1);
     if let Some(dir) = spec.given {
         let store = Store::open(dir)?;
         semi_methods::check_store_model(&store, fingerprint, model.name())?;

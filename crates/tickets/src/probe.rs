@@ -88,6 +88,9 @@ pub struct ProbeOptions {
     pub template: String,
     /// Prompts per UNet pass (batch rows); 1 = no batching.
     pub pairs_per_pass: usize,
+    /// Noise images per UNet pass (batch rows, times the prompts); 1 = one image per pass.
+    /// The scores are the same for any value.
+    pub images_per_pass: usize,
     /// The sampler whose first step the probe reproduces; `None`: the model's default (DDIM).
     pub scheduler: Option<SchedulerSpec>,
 }
@@ -101,6 +104,7 @@ impl ProbeOptions {
             steps: DEFAULT_STEPS,
             template: PROMPT_TEMPLATE.to_string(),
             pairs_per_pass: 1,
+            images_per_pass: 1,
             scheduler: None,
         }
     }
@@ -350,6 +354,7 @@ pub struct SdProber<'a> {
     template: String,
     fingerprint: ProbeFingerprint,
     pairs_per_pass: usize,
+    images_per_pass: usize,
     /// Prompt -> `[1, 77, D]` embedding (the text encoder runs once per pair, not per image).
     embeddings: HashMap<String, Tensor>,
     last_visited: usize,
@@ -407,6 +412,7 @@ impl<'a> SdProber<'a> {
             template: options.template.clone(),
             fingerprint,
             pairs_per_pass: options.pairs_per_pass,
+            images_per_pass: options.images_per_pass.max(1),
             embeddings: HashMap::new(),
             last_visited: 0,
         })
@@ -445,30 +451,54 @@ impl<'a> SdProber<'a> {
         noise: &Tensor,
         prompts: &[String],
     ) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.attention_maps_of(&[noise], prompts)
+    }
+
+    /// [`Self::attention_maps`] for several noise images in one pass: rows are image-major
+    /// (image 0 with every prompt, then image 1, ...).
+    pub fn attention_maps_of(
+        &mut self,
+        noises: &[&Tensor],
+        prompts: &[String],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let [c, h, w] = self.fingerprint.latent;
-        if noise.dims() != [1, c, h, w] {
-            bail!(
-                "probe: noise has shape {:?}, expected [1, {c}, {h}, {w}]",
-                noise.dims()
-            );
+        for noise in noises {
+            if noise.dims() != [1, c, h, w] {
+                bail!(
+                    "probe: noise has shape {:?}, expected [1, {c}, {h}, {w}]",
+                    noise.dims()
+                );
+            }
         }
         let sd = self.sd;
-        let x = noise.to_device(&sd.device)?.to_dtype(DType::F32)?;
-        let x = if self.init_noise_sigma == 1.0 {
-            x
+        let mut inputs = Vec::with_capacity(noises.len());
+        for noise in noises {
+            let x = noise.to_device(&sd.device)?.to_dtype(DType::F32)?;
+            let x = if self.init_noise_sigma == 1.0 {
+                x
+            } else {
+                (x * self.init_noise_sigma)?
+            };
+            let x = self
+                .scheduler
+                .scale_model_input(&x, self.timestep)?
+                .to_dtype(sd.dtype)?;
+            let b = prompts.len();
+            inputs.push(if b == 1 { x } else { x.repeat((b, 1, 1, 1))? });
+        }
+        let x = if inputs.len() == 1 {
+            inputs.pop().expect("one input")
         } else {
-            (x * self.init_noise_sigma)?
+            Tensor::cat(&inputs, 0)?
         };
-        let x = self
-            .scheduler
-            .scale_model_input(&x, self.timestep)?
-            .to_dtype(sd.dtype)?;
-        let b = prompts.len();
-        let x = if b == 1 { x } else { x.repeat((b, 1, 1, 1))? };
+
         let embs: Vec<Tensor> = prompts
             .iter()
             .map(|p| self.embedding(p))
             .collect::<Result<_>>()?;
+        let embs: Vec<Tensor> = (0..noises.len())
+            .flat_map(|_| embs.iter().cloned())
+            .collect();
         let emb = Tensor::cat(&embs, 0)?;
         let layers = self.plan.layers.clone();
         let mut ctl = ProbeController {
@@ -543,8 +573,16 @@ impl Prober for SdProber<'_> {
         noise: &Tensor,
         pairs: &[(&str, &str)],
     ) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-        if pairs.is_empty() {
-            return Ok(Vec::new());
+        Ok(self.probe_images(&[noise], pairs)?.remove(0))
+    }
+
+    fn probe_images(
+        &mut self,
+        noises: &[&Tensor],
+        pairs: &[(&str, &str)],
+    ) -> Result<Vec<Vec<crate::prober::PairMaps>>> {
+        if pairs.is_empty() || noises.is_empty() {
+            return Ok(vec![Vec::new(); noises.len()]);
         }
         let mut prompts = Vec::with_capacity(pairs.len());
         let mut spans = Vec::with_capacity(pairs.len());
@@ -553,17 +591,26 @@ impl Prober for SdProber<'_> {
             prompts.push(self.fingerprint.prompt(c1, c2).to_lowercase());
             spans.push((s1, s2));
         }
-        let maps = self.attention_maps(noise, &prompts)?;
-        maps.iter()
-            .zip(&spans)
-            .map(|(m, (s1, s2))| {
-                let mut a = column_sum(m, s1);
-                let mut b = column_sum(m, s2);
-                min_max_normalize(&mut a)?;
-                min_max_normalize(&mut b)?;
-                Ok((a, b))
+        let maps = self.attention_maps_of(noises, &prompts)?;
+        maps.chunks(pairs.len())
+            .map(|image| {
+                image
+                    .iter()
+                    .zip(&spans)
+                    .map(|(m, (s1, s2))| {
+                        let mut a = column_sum(m, s1);
+                        let mut b = column_sum(m, s2);
+                        min_max_normalize(&mut a)?;
+                        min_max_normalize(&mut b)?;
+                        Ok((a, b))
+                    })
+                    .collect()
             })
             .collect()
+    }
+
+    fn images_per_pass(&self) -> usize {
+        self.images_per_pass
     }
 
     fn pairs_per_pass(&self) -> usize {

@@ -7,6 +7,9 @@ use candle_core::Tensor;
 
 use crate::fingerprint::ProbeFingerprint;
 
+/// The two score maps of one (noise image, pair): `(S_{1,(2)}, S_{2,(1)})`.
+pub type PairMaps = (Vec<f32>, Vec<f32>);
+
 /// Scores noise images against contrastive pairs (docs/design.md 1.1).
 pub trait Prober {
     /// What the scores depend on; the store records it and refuses to mix.
@@ -38,6 +41,22 @@ pub trait Prober {
     /// How many pairs [`Prober::probe_pairs`] should get per call (1 = no batching). Larger
     /// batches put more work in flight (lost on a crash) in exchange for throughput.
     fn pairs_per_pass(&self) -> usize {
+        1
+    }
+
+    /// Score several noise images for several pairs: `result[image][pair]`, each exactly what
+    /// [`Prober::probe_pairs`] gives for that image (a store is byte-identical for any batch).
+    /// Override to run the images in one pass; the default calls `probe_pairs` per image.
+    fn probe_images(
+        &mut self,
+        noises: &[&Tensor],
+        pairs: &[(&str, &str)],
+    ) -> Result<Vec<Vec<PairMaps>>> {
+        noises.iter().map(|n| self.probe_pairs(n, pairs)).collect()
+    }
+
+    /// How many noise images [`Prober::probe_images`] should get per call (1 = one per pass).
+    fn images_per_pass(&self) -> usize {
         1
     }
 }

@@ -270,6 +270,7 @@ fn open_store(opts: &GenOpts, model: &Model, run: &Run, plan: &Plan) -> Result<S
         given: opts.tickets.store.as_deref(),
         partners: opts.tickets.partners()?,
         pairs_per_pass: opts.probe.pairs_per_pass,
+        images_per_pass: opts.probe.images_per_pass(&model.sd.device),
     };
     let (height, width) = if spec.given.is_some() {
         (run.layout.height as usize, run.layout.width as usize)

@@ -166,7 +166,9 @@ fn conv3x3_impl(
     })?;
     let pixels = h * wp;
     let threads = super::threads();
-    let tiles = if b * pixels >= MIN_SPLIT * threads {
+    // Tiles depend on one image's size only, so that an image's result does not depend on the
+    // batch it runs in (a probe store is byte-identical for any `--batch`).
+    let tiles = if pixels >= MIN_SPLIT * threads {
         let tile = (TILE_FLOATS / co).max(64);
         threads * pixels.div_ceil(threads * tile)
     } else {

@@ -8,6 +8,9 @@ use candle_core::{Result, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+/// 2-d inputs up to this many rows are multiplied row by row (see [`linear`]).
+const SMALL_BATCH: usize = 256;
+
 /// Multiply-adds below which the product runs on one thread.
 const PARALLEL_WORK: usize = 1 << 20;
 
@@ -30,8 +33,19 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
                 .for_each(|r| r.copy_from_slice(&b))
         });
     }
+    // One product per batch entry (the first dimension of a 3-d or deeper input): the matrix
+    // library's blocking depends on the row count, so this keeps an entry's result independent
+    // of the batch it runs in (a probe store is byte-identical for any `--batch`).
+    // A 2-d input of a few rows is a batch of vectors (time embeddings): one product per row.
+    let batch = match dims.len() {
+        0 | 1 => 1,
+        2 if rows <= SMALL_BATCH => rows.max(1),
+        2 => 1,
+        _ => dims[0].max(1),
+    };
+    let per = rows / batch;
     let threads = super::threads();
-    let par = if rows * out_dim * in_dim >= PARALLEL_WORK && threads > 1 {
+    let par = if per * out_dim * in_dim >= PARALLEL_WORK && threads > 1 {
         Parallelism::Rayon(threads)
     } else {
         Parallelism::None
@@ -39,18 +53,20 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     let dst = SharedMut(out.as_mut_ptr());
     super::with_slice(x, |x| {
         super::with_slice(weight, |w| {
-            // SAFETY: dst holds rows x out_dim floats, x rows x in_dim, w out_dim x in_dim; the
-            // strides below address exactly those.
-            unsafe {
-                super::product(
-                    (rows, out_dim, in_dim),
-                    (dst.get(), out_dim),
-                    bias.is_some(),
-                    (x.as_ptr(), in_dim),
-                    (w.as_ptr(), 1, in_dim),
-                    par,
-                )
-            };
+            for e in 0..batch {
+                // SAFETY: dst holds rows x out_dim floats, x rows x in_dim, w out_dim x in_dim;
+                // entry e owns rows e*per..(e+1)*per of dst and x.
+                unsafe {
+                    super::product(
+                        (per, out_dim, in_dim),
+                        (dst.get().add(e * per * out_dim), out_dim),
+                        bias.is_some(),
+                        (x.as_ptr().add(e * per * in_dim), in_dim),
+                        (w.as_ptr(), 1, in_dim),
+                        par,
+                    )
+                };
+            }
             Ok(())
         })
     })?;

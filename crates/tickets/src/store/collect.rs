@@ -228,6 +228,7 @@ pub fn collect(
     let f = &manifest.fingerprint;
     let shape = [1, f.latent[0], f.latent[1], f.latent[2]];
     let batch = prober.pairs_per_pass().max(1);
+    let images_per_pass = prober.images_per_pass().max(1);
     let mut passes = 0;
     let mut units_computed = 0;
     let mut i = 0;
@@ -253,29 +254,45 @@ pub fn collect(
                     .map(|(u, _)| manifest.pairs[u.pair].as_strs())
                     .collect();
                 let mut rows: Vec<Vec<f32>> = vec![Vec::new(); batch_units.len()];
-                for k in range.start + have..range.end {
-                    let slot = &mut noise[k - range.start];
-                    if slot.is_none() {
-                        let values = noise_values(f, manifest.seed, k);
-                        *slot = Some(Tensor::from_vec(values, &shape, &Device::Cpu)?);
+                let todo: Vec<usize> = (range.start + have..range.end).collect();
+                for images in todo.chunks(images_per_pass) {
+                    for &k in images {
+                        let slot = &mut noise[k - range.start];
+                        if slot.is_none() {
+                            let values = noise_values(f, manifest.seed, k);
+                            *slot = Some(Tensor::from_vec(values, &shape, &Device::Cpu)?);
+                        }
                     }
-                    let tensor = slot.as_ref().expect("noise filled");
-                    let maps = prober.probe_pairs(tensor, &pairs)?;
-                    if maps.len() != pairs.len() {
+                    let tensors: Vec<&Tensor> = images
+                        .iter()
+                        .map(|&k| noise[k - range.start].as_ref().expect("noise filled"))
+                        .collect();
+                    let per_image = prober.probe_images(&tensors, &pairs)?;
+                    if per_image.len() != images.len() {
                         bail!(
-                            "the prober returned {} results for {} pairs",
-                            maps.len(),
-                            pairs.len()
+                            "the prober returned results for {} images, not {}",
+                            per_image.len(),
+                            images.len()
                         );
                     }
-                    for ((s1, s2), (row, pair)) in maps.iter().zip(rows.iter_mut().zip(&pairs)) {
-                        check_map(s1, f.cells(), pair.0, *pair, k)?;
-                        check_map(s2, f.cells(), pair.1, *pair, k)?;
-                        row.extend_from_slice(s1);
-                        row.extend_from_slice(s2);
+                    for (&k, maps) in images.iter().zip(&per_image) {
+                        if maps.len() != pairs.len() {
+                            bail!(
+                                "the prober returned {} results for {} pairs",
+                                maps.len(),
+                                pairs.len()
+                            );
+                        }
+                        for ((s1, s2), (row, pair)) in maps.iter().zip(rows.iter_mut().zip(&pairs))
+                        {
+                            check_map(s1, f.cells(), pair.0, *pair, k)?;
+                            check_map(s2, f.cells(), pair.1, *pair, k)?;
+                            row.extend_from_slice(s1);
+                            row.extend_from_slice(s2);
+                        }
+                        passes += pairs.len();
+                        p.passes_done += pairs.len();
                     }
-                    passes += pairs.len();
-                    p.passes_done += pairs.len();
                     progress(&p);
                 }
                 for ((u, have), row) in batch_units.iter().zip(&rows) {
