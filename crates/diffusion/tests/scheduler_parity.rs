@@ -8,14 +8,11 @@ use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
 use semi_diffusion::schedulers::SchedulerSpec;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
 
-fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+mod common;
 
 fn load(json: &str, tensors: &str) -> (Value, HashMap<String, Tensor>) {
-    let dir = fixture_dir();
+    let dir = common::fixture("");
     let meta: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join(json)).unwrap()).unwrap();
     let t = candle_core::safetensors::load(dir.join(tensors), &Device::Cpu).unwrap();
@@ -124,7 +121,7 @@ fn pipeline_runs_match_diffusers() {
         let model = run["model"].as_str().unwrap();
         let sd = models.entry(model.to_string()).or_insert_with(|| {
             StableDiffusion::load(
-                &fixture_dir().join(model),
+                &common::fixture(model),
                 &Device::Cpu,
                 DType::F32,
                 Variant::Full,
@@ -157,22 +154,7 @@ fn pipeline_runs_match_diffusers() {
             .collect();
         assert_eq!(out.timesteps, want_t, "{name}: timesteps");
         let want = &t[&format!("{name}/final_latents")];
-        let num = (&out.latents - want)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let den = want
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let e = (num as f64 / den as f64).sqrt();
+        let e = common::rel_err(&out.latents, want);
         eprintln!("{name}: final latents {e:.2e}");
         assert!(e < 1e-4, "{name}: final latents {e:.2e}");
     }

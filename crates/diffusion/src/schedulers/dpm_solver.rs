@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
 use super::sigmas::{
-    alpha_sigma, final_sigma, index_for_timestep, interp, karras, lambda, log_sigmas,
+    alpha_sigma, current_index, final_sigma, interp, karras, lambda, log_sigmas,
     sigma_alphas_cumprod, sigma_to_t, train_sigmas,
 };
 use super::{
@@ -274,17 +274,8 @@ impl Scheduler for DpmSolverMultistepScheduler {
         sample: &Tensor,
         _variance_noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
-        if self.sigmas.is_empty() {
-            bail!("{CLASS}: call set_timesteps before step");
-        }
-        let i = match self.step_index {
-            Some(i) => i,
-            None => index_for_timestep(&self.timesteps, timestep, true)?,
-        };
+        let i = current_index(self.step_index, &self.timesteps, timestep, true, CLASS)?;
         let n = self.timesteps.len();
-        if i >= n {
-            bail!("{CLASS}: more steps than the {n} timesteps set");
-        }
         let lower_final = i == n - 1
             && (self.config.euler_at_final
                 || (self.config.lower_order_final && n < 15)

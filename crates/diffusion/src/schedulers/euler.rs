@@ -10,8 +10,8 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
 use super::sigmas::{
-    final_sigma, index_for_timestep, interp, karras, log_sigmas, sigma_alphas_cumprod, sigma_to_t,
-    train_sigmas,
+    final_sigma, interp, karras, log_sigmas, sigma_alphas_cumprod, sigma_to_t, train_sigmas,
+    SigmaSchedule,
 };
 use super::{
     div_scalar, mul_scalar, numpy_arange, numpy_linspace, round_half_even, unsupported, Prediction,
@@ -54,12 +54,9 @@ pub(crate) fn discrete_timesteps(config: &SchedulerConfig, spacing: Spacing, n: 
 pub struct EulerDiscreteScheduler {
     alphas_cumprod: Vec<f32>,
     prediction: Prediction,
-    spacing: Spacing,
     config: SchedulerConfig,
-    timesteps: Vec<f64>,
-    /// One more than the timesteps: the final sigma (0, or the smallest training sigma).
-    sigmas: Vec<f32>,
-    step_index: Option<usize>,
+    /// The final sigma is 0, or the smallest training sigma (`final_sigmas_type`).
+    schedule: SigmaSchedule,
 }
 
 impl EulerDiscreteScheduler {
@@ -87,34 +84,14 @@ impl EulerDiscreteScheduler {
         Ok(Self {
             alphas_cumprod: sigma_alphas_cumprod(config)?,
             prediction,
-            spacing: Spacing::of(config, Spacing::Linspace)?,
             config: config.clone(),
-            timesteps: Vec::new(),
-            sigmas: Vec::new(),
-            step_index: None,
+            schedule: SigmaSchedule::new(CLASS, Spacing::of(config, Spacing::Linspace)?),
         })
     }
 
     /// The sigmas of the run (one per timestep, then the final one).
     pub fn sigmas(&self) -> &[f32] {
-        &self.sigmas
-    }
-
-    fn index(&self, timestep: f64) -> Result<usize> {
-        match self.step_index {
-            Some(i) => Ok(i),
-            None => index_for_timestep(&self.timesteps, timestep, false),
-        }
-    }
-
-    fn sigma_at(&self, i: usize) -> Result<(f32, f32)> {
-        if i + 1 >= self.sigmas.len() {
-            bail!(
-                "{CLASS}: more steps than the {} timesteps set",
-                self.timesteps.len()
-            );
-        }
-        Ok((self.sigmas[i], self.sigmas[i + 1]))
+        &self.schedule.sigmas
     }
 }
 
@@ -142,7 +119,7 @@ impl Scheduler for EulerDiscreteScheduler {
             bail!("the number of inference steps must be at least 1");
         }
         let cfg = &self.config;
-        let timesteps = discrete_timesteps(cfg, self.spacing, n);
+        let timesteps = discrete_timesteps(cfg, self.schedule.spacing, n);
         let train = train_sigmas(&self.alphas_cumprod);
         let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train)).collect();
         let timesteps = if cfg.use_karras_sigmas {
@@ -162,27 +139,21 @@ impl Scheduler for EulerDiscreteScheduler {
             CLASS,
             &self.alphas_cumprod,
         )?);
-        self.sigmas = sigmas.into_iter().map(|s| s as f32).collect();
-        self.timesteps = timesteps;
-        self.step_index = None;
+        self.schedule
+            .set(timesteps, sigmas.into_iter().map(|s| s as f32).collect());
         Ok(())
     }
 
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.schedule.timesteps
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        let max = self.sigmas.iter().copied().fold(0.0f32, f32::max);
-        match self.spacing {
-            Spacing::Linspace | Spacing::Trailing => max as f64,
-            Spacing::Leading => (max * max + 1.0).sqrt() as f64,
-        }
+        self.schedule.init_noise_sigma()
     }
 
     fn model_input_divisor(&self, timestep: f64) -> Result<f32> {
-        let (sigma, _) = self.sigma_at(self.index(timestep)?)?;
-        Ok((sigma * sigma + 1.0).sqrt())
+        self.schedule.input_divisor(timestep)
     }
 
     fn needs_variance_noise(&self) -> bool {
@@ -196,15 +167,15 @@ impl Scheduler for EulerDiscreteScheduler {
         sample: &Tensor,
         _variance_noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
-        let i = self.index(timestep)?;
-        let (sigma, next) = self.sigma_at(i)?;
+        let i = self.schedule.index(timestep)?;
+        let (sigma, next) = self.schedule.sigma_at(i)?;
         let dtype = model_output.dtype();
         let sample = sample.to_dtype(DType::F32)?;
         let model_output = model_output.to_dtype(DType::F32)?;
         let x0 = sigma_x0(self.prediction, &model_output, &sample, sigma)?;
         let derivative = div_scalar(&sample.sub(&x0)?, sigma)?;
         let prev = sample.add(&mul_scalar(&derivative, next - sigma)?)?;
-        self.step_index = Some(i + 1);
+        self.schedule.step_index = Some(i + 1);
         Ok(StepOutput {
             prev_sample: prev.to_dtype(dtype)?,
             pred_original_sample: x0,

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
 use super::euler::{discrete_timesteps, sigma_x0};
-use super::sigmas::{index_for_timestep, interp, sigma_alphas_cumprod, train_sigmas};
+use super::sigmas::{interp, sigma_alphas_cumprod, train_sigmas, SigmaSchedule};
 use super::{
     check_noise, div_scalar, mul_scalar, unsupported, Prediction, Scheduler, Spacing, StepOutput,
 };
@@ -20,11 +20,8 @@ const CLASS: &str = "EulerAncestralDiscreteScheduler";
 pub struct EulerAncestralDiscreteScheduler {
     alphas_cumprod: Vec<f32>,
     prediction: Prediction,
-    spacing: Spacing,
     config: SchedulerConfig,
-    timesteps: Vec<f64>,
-    sigmas: Vec<f32>,
-    step_index: Option<usize>,
+    schedule: SigmaSchedule,
 }
 
 impl EulerAncestralDiscreteScheduler {
@@ -39,29 +36,9 @@ impl EulerAncestralDiscreteScheduler {
         Ok(Self {
             alphas_cumprod: sigma_alphas_cumprod(config)?,
             prediction,
-            spacing: Spacing::of(config, Spacing::Linspace)?,
             config: config.clone(),
-            timesteps: Vec::new(),
-            sigmas: Vec::new(),
-            step_index: None,
+            schedule: SigmaSchedule::new(CLASS, Spacing::of(config, Spacing::Linspace)?),
         })
-    }
-
-    fn index(&self, timestep: f64) -> Result<usize> {
-        match self.step_index {
-            Some(i) => Ok(i),
-            None => index_for_timestep(&self.timesteps, timestep, false),
-        }
-    }
-
-    fn sigma_at(&self, i: usize) -> Result<(f32, f32)> {
-        if i + 1 >= self.sigmas.len() {
-            bail!(
-                "{CLASS}: more steps than the {} timesteps set",
-                self.timesteps.len()
-            );
-        }
-        Ok((self.sigmas[i], self.sigmas[i + 1]))
     }
 }
 
@@ -70,33 +47,27 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         if n == 0 {
             bail!("the number of inference steps must be at least 1");
         }
-        let timesteps = discrete_timesteps(&self.config, self.spacing, n);
+        let timesteps = discrete_timesteps(&self.config, self.schedule.spacing, n);
         let train = train_sigmas(&self.alphas_cumprod);
-        self.sigmas = timesteps
+        let sigmas = timesteps
             .iter()
             .map(|&t| interp(t, &train) as f32)
             .chain(std::iter::once(0.0))
             .collect();
-        self.timesteps = timesteps;
-        self.step_index = None;
+        self.schedule.set(timesteps, sigmas);
         Ok(())
     }
 
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.schedule.timesteps
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        let max = self.sigmas.iter().copied().fold(0.0f32, f32::max);
-        match self.spacing {
-            Spacing::Linspace | Spacing::Trailing => max as f64,
-            Spacing::Leading => (max * max + 1.0).sqrt() as f64,
-        }
+        self.schedule.init_noise_sigma()
     }
 
     fn model_input_divisor(&self, timestep: f64) -> Result<f32> {
-        let (sigma, _) = self.sigma_at(self.index(timestep)?)?;
-        Ok((sigma * sigma + 1.0).sqrt())
+        self.schedule.input_divisor(timestep)
     }
 
     fn needs_variance_noise(&self) -> bool {
@@ -111,8 +82,8 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         variance_noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
         let noise = check_noise(CLASS, variance_noise, model_output)?;
-        let i = self.index(timestep)?;
-        let (from, to) = self.sigma_at(i)?;
+        let i = self.schedule.index(timestep)?;
+        let (from, to) = self.schedule.sigma_at(i)?;
         let dtype = model_output.dtype();
         let sample = sample.to_dtype(DType::F32)?;
         let model_output = model_output.to_dtype(DType::F32)?;
@@ -122,7 +93,7 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
         let derivative = div_scalar(&sample.sub(&x0)?, from)?;
         let prev = sample.add(&mul_scalar(&derivative, down - from)?)?;
         let prev = prev.add(&mul_scalar(&noise.to_dtype(DType::F32)?, up)?)?;
-        self.step_index = Some(i + 1);
+        self.schedule.step_index = Some(i + 1);
         Ok(StepOutput {
             prev_sample: prev.to_dtype(dtype)?,
             pred_original_sample: x0,

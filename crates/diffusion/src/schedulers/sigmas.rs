@@ -113,6 +113,100 @@ pub(crate) fn index_for_timestep(
     }
 }
 
+/// The schedule of a discrete sigma scheduler (Euler, Euler ancestral): timesteps, their sigmas
+/// plus the final one, and the step counter diffusers keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct SigmaSchedule {
+    pub class: &'static str,
+    pub spacing: super::Spacing,
+    pub timesteps: Vec<f64>,
+    /// One more than the timesteps: the final sigma last.
+    pub sigmas: Vec<f32>,
+    pub step_index: Option<usize>,
+}
+
+impl SigmaSchedule {
+    pub fn new(class: &'static str, spacing: super::Spacing) -> Self {
+        SigmaSchedule {
+            class,
+            spacing,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+            step_index: None,
+        }
+    }
+
+    /// A fresh run over `timesteps` and `sigmas` (one longer).
+    pub fn set(&mut self, timesteps: Vec<f64>, sigmas: Vec<f32>) {
+        self.timesteps = timesteps;
+        self.sigmas = sigmas;
+        self.step_index = None;
+    }
+
+    /// The current step: the counter, or the index of the first timestep given.
+    pub fn index(&self, timestep: f64) -> Result<usize> {
+        current_index(
+            self.step_index,
+            &self.timesteps,
+            timestep,
+            false,
+            self.class,
+        )
+    }
+
+    /// `(sigma, next sigma)` at step `i`.
+    pub fn sigma_at(&self, i: usize) -> Result<(f32, f32)> {
+        if i + 1 >= self.sigmas.len() {
+            bail!(
+                "{}: more steps than the {} timesteps set",
+                self.class,
+                self.timesteps.len()
+            );
+        }
+        Ok((self.sigmas[i], self.sigmas[i + 1]))
+    }
+
+    /// The largest sigma, or `sqrt(max^2 + 1)` for leading spacing (diffusers' rule).
+    pub fn init_noise_sigma(&self) -> f64 {
+        let max = self.sigmas.iter().copied().fold(0.0f32, f32::max);
+        match self.spacing {
+            super::Spacing::Linspace | super::Spacing::Trailing => max as f64,
+            super::Spacing::Leading => (max * max + 1.0).sqrt() as f64,
+        }
+    }
+
+    /// `sqrt(sigma^2 + 1)` at the step of `timestep`.
+    pub fn input_divisor(&self, timestep: f64) -> Result<f32> {
+        let (sigma, _) = self.sigma_at(self.index(timestep)?)?;
+        Ok((sigma * sigma + 1.0).sqrt())
+    }
+}
+
+/// The step a scheduler is at: its counter once it has stepped, else the index of the first
+/// timestep it is given ([`index_for_timestep`]); past the last timestep is an error.
+pub(crate) fn current_index(
+    step_index: Option<usize>,
+    timesteps: &[f64],
+    timestep: f64,
+    missing_is_last: bool,
+    class: &str,
+) -> Result<usize> {
+    if timesteps.is_empty() {
+        bail!("{class}: call set_timesteps before step");
+    }
+    let i = match step_index {
+        Some(i) => i,
+        None => index_for_timestep(timesteps, timestep, missing_is_last)?,
+    };
+    if i >= timesteps.len() {
+        bail!(
+            "{class}: more steps than the {} timesteps set",
+            timesteps.len()
+        );
+    }
+    Ok(i)
+}
+
 /// Sigmas past the last step (`final_sigmas_type`): 0, or the smallest training sigma.
 pub(crate) fn final_sigma(kind: &str, class: &str, alphas_cumprod: &[f32]) -> Result<f64> {
     match kind {

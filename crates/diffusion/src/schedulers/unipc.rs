@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use super::dpm_solver::{multistep_schedule, multistep_timesteps, to_x0};
-use super::sigmas::{alpha_sigma, index_for_timestep, lambda, sigma_alphas_cumprod};
+use super::sigmas::{alpha_sigma, current_index, lambda, sigma_alphas_cumprod};
 use super::{mul_scalar, unsupported, Prediction, Scheduler, Spacing, StepOutput};
 use crate::config::SchedulerConfig;
 
@@ -277,17 +277,8 @@ impl Scheduler for UniPcMultistepScheduler {
         sample: &Tensor,
         _variance_noise: Option<&Tensor>,
     ) -> Result<StepOutput> {
-        if self.sigmas.is_empty() {
-            bail!("{CLASS}: call set_timesteps before step");
-        }
-        let i = match self.step_index {
-            Some(i) => i,
-            None => index_for_timestep(&self.timesteps, timestep, true)?,
-        };
+        let i = current_index(self.step_index, &self.timesteps, timestep, true, CLASS)?;
         let n = self.timesteps.len();
-        if i >= n {
-            bail!("{CLASS}: more steps than the {n} timesteps set");
-        }
         let converted = self.convert(model_output, sample, i)?;
         let use_corrector = i > 0
             && !self.config.disable_corrector.contains(&(i - 1))
