@@ -136,10 +136,6 @@ impl Scheduler for DdimScheduler {
         &self.timesteps_f64
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
     fn needs_variance_noise(&self) -> bool {
         self.eta > 0.0
     }

@@ -259,14 +259,6 @@ impl Scheduler for DpmSolverMultistepScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn needs_variance_noise(&self) -> bool {
-        false
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,

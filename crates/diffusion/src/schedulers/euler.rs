@@ -156,10 +156,6 @@ impl Scheduler for EulerDiscreteScheduler {
         self.schedule.input_divisor(timestep)
     }
 
-    fn needs_variance_noise(&self) -> bool {
-        false
-    }
-
     fn step(
         &mut self,
         model_output: &Tensor,

@@ -49,8 +49,10 @@ pub trait Scheduler {
     fn timesteps(&self) -> &[f64];
 
     /// Standard deviation of the initial noise: initial latents are `randn * init_noise_sigma`
-    /// (an f32 value, as diffusers' tensors hold it).
-    fn init_noise_sigma(&self) -> f64;
+    /// (an f32 value, as diffusers' tensors hold it). 1 unless the scheduler works in sigma space.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
     /// What `scale_model_input` divides by at `timestep`: 1 for DDIM, `sqrt(sigma^2 + 1)` (f32)
     /// for sigma-space schedulers such as Euler. The probe records the resulting input scale.
@@ -69,7 +71,9 @@ pub trait Scheduler {
     }
 
     /// Whether `step` needs `variance_noise` (DDIM with eta > 0, ancestral and SDE samplers).
-    fn needs_variance_noise(&self) -> bool;
+    fn needs_variance_noise(&self) -> bool {
+        false
+    }
 
     /// One denoising step from `sample` at `timestep` given the (guided) model output.
     /// `variance_noise` must have the shape of `model_output` when the step is stochastic.

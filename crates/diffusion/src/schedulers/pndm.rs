@@ -271,14 +271,6 @@ impl Scheduler for PndmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn needs_variance_noise(&self) -> bool {
-        false
-    }
-
     fn order(&self) -> usize {
         1
     }
