@@ -155,7 +155,7 @@ fn main() -> Result<()> {
     for i in 0..args.n {
         let scene = Scene::generate(args.seed, i, &world)?;
         let prompt = scene.caption.clone();
-        let ids = sd.tokenizer.encode(&prompt)?;
+        let ids = sd.tokenizer().encode(&prompt)?;
         let z = noise(i)?;
         let z_other = noise((i + 1) % args.n)?;
         let maps = prober.attention_maps(&z, std::slice::from_ref(&prompt))?;
@@ -180,7 +180,7 @@ fn main() -> Result<()> {
                 continue;
             };
             let tokens = sd
-                .tokenizer
+                .tokenizer()
                 .token_positions(&ids, category.name())
                 .with_context(|| format!("{} not in {prompt:?}", category.name()))?;
             let column = |m: &[Vec<f32>]| -> Result<Vec<f32>> {

@@ -1,9 +1,10 @@
-//! semi's Stable Diffusion runtime: everything needed to run an unmodified SD 1.x/2.x diffusers
+//! semi's Stable Diffusion runtime: everything needed to run an unmodified SD 1.x/2.x/XL diffusers
 //! model on candle, with cross-attention exposed to controllers (the ticket probe, Paint, Soft).
 
 pub mod config;
 pub mod controller;
 pub mod cpu;
+pub mod family;
 pub mod image;
 pub mod kernels;
 pub mod latents_io;

@@ -6,6 +6,7 @@
 //! broken download in one go instead of one file per run.
 
 use crate::config::{ModelIndex, SchedulerConfig, TextEncoderConfig, UNetConfig, VaeConfig};
+use crate::family::Family;
 use crate::precision::Precision;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
@@ -127,13 +128,25 @@ pub struct Component<C> {
     pub weights: Vec<PathBuf>,
 }
 
-/// A complete, well-formed diffusers Stable Diffusion folder.
+/// A second text encoder and its tokenizer (SDXL's `text_encoder_2`, `tokenizer_2`).
+#[derive(Debug, Clone)]
+pub struct TextFiles {
+    pub encoder: Component<TextEncoderConfig>,
+    pub tokenizer_dir: PathBuf,
+    pub tokenizer_files: Vec<PathBuf>,
+}
+
+/// A complete, well-formed diffusers Stable Diffusion (1.x/2.x or XL) folder.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub root: PathBuf,
     pub index: ModelIndex,
+    /// SD 1.x/2.x or SDXL, from the pipeline class.
+    pub family: Family,
     pub unet: Component<UNetConfig>,
     pub text_encoder: Component<TextEncoderConfig>,
+    /// The family's second text encoder (SDXL).
+    pub text_2: Option<TextFiles>,
     /// `None` for pixel-space models (model_index.json without `vae`): the latents are the image.
     pub vae: Option<Component<VaeConfig>>,
     pub tokenizer_dir: PathBuf,
@@ -283,6 +296,31 @@ fn find_weights(
     ok.then(|| rels.iter().map(|r| root.join(r)).collect())
 }
 
+/// The tokenizer folder `dir` and its files (vocab.json + merges.txt, or tokenizer.json, plus
+/// the configs present); a missing vocabulary is recorded as a problem.
+fn find_tokenizer(root: &Path, dir: &str, problems: &mut Problems) -> (PathBuf, Vec<PathBuf>) {
+    let tok_dir = root.join(dir);
+    let bpe = ["vocab.json", "merges.txt"].map(|f| tok_dir.join(f));
+    let fast = tok_dir.join("tokenizer.json");
+    let mut files: Vec<PathBuf> = if bpe.iter().all(|f| f.is_file()) {
+        bpe.to_vec()
+    } else if fast.is_file() {
+        vec![fast]
+    } else {
+        problems.missing.push(format!(
+            "{dir}/vocab.json + {dir}/merges.txt (or {dir}/tokenizer.json)"
+        ));
+        Vec::new()
+    };
+    for extra in ["special_tokens_map.json", "tokenizer_config.json"] {
+        let f = tok_dir.join(extra);
+        if f.is_file() {
+            files.push(f);
+        }
+    }
+    (tok_dir, files)
+}
+
 /// The shard files named by a `*.safetensors.index.json` (relative to the root).
 fn shard_list(root: &Path, dir: &str, index: &str) -> Result<Vec<String>> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join(index))?)?;
@@ -320,6 +358,16 @@ impl ModelFiles {
         );
         // Without a readable index, assume a standard latent-space SD folder.
         let has_vae = index.as_ref().is_none_or(|(i, _)| i.has("vae"));
+        let family = match &index {
+            Some((i, _)) => match Family::of(i) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    p.malformed.push(format!("model_index.json ({e:#})"));
+                    None
+                }
+            },
+            None => Some(Family::Sd),
+        };
 
         let unet_cfg = read_config(
             root,
@@ -359,24 +407,33 @@ impl ModelFiles {
             &mut p,
         );
 
-        let tok_dir = root.join("tokenizer");
-        let bpe = ["vocab.json", "merges.txt"].map(|f| tok_dir.join(f));
-        let fast = tok_dir.join("tokenizer.json");
-        let mut tokenizer_files: Vec<PathBuf> = if bpe.iter().all(|f| f.is_file()) {
-            bpe.to_vec()
-        } else if fast.is_file() {
-            vec![fast]
-        } else {
-            p.missing.push(
-                "tokenizer/vocab.json + tokenizer/merges.txt (or tokenizer/tokenizer.json)"
-                    .to_string(),
+        let (tok_dir, tokenizer_files) = find_tokenizer(root, "tokenizer", &mut p);
+        // The family's further text encoders (SDXL's text_encoder_2 + tokenizer_2).
+        let second = family.and_then(|f| f.text_slots().get(1)).map(|slot| {
+            let cfg = read_config(
+                root,
+                &format!("{}/config.json", slot.encoder),
+                TextEncoderConfig::parse,
+                "text encoder config",
+                &mut p,
             );
-            Vec::new()
-        };
-        for extra in ["special_tokens_map.json", "tokenizer_config.json"] {
-            let f = tok_dir.join(extra);
-            if f.is_file() {
-                tokenizer_files.push(f);
+            let weights = find_weights(root, slot.encoder, "model", variant, &mut p);
+            let (dir, files) = find_tokenizer(root, slot.tokenizer, &mut p);
+            (cfg, weights, dir, files)
+        });
+        if let (Some((unet, _)), Some((te, _))) = (&unet_cfg, &te_cfg) {
+            let mut width = te.hidden_size;
+            if let Some((Some((te2, _)), ..)) = &second {
+                width += te2.hidden_size;
+            }
+            if let Ok(blocks) = unet.down_blocks() {
+                if let Some(b) = blocks.last().filter(|b| b.cross_attention_dim != width) {
+                    p.malformed.push(format!(
+                        "unet/config.json (cross_attention_dim {} but the text encoders give {width} \
+                         values per token)",
+                        b.cross_attention_dim
+                    ));
+                }
             }
         }
 
@@ -399,6 +456,20 @@ impl ModelFiles {
         let (unet_config, unet_path) = unet_cfg.context("unet")?;
         let (te_config, te_path) = te_cfg.context("text_encoder")?;
         let (scheduler, scheduler_path) = sched.context("scheduler")?;
+        let text_2 = match second {
+            Some((Some((config, config_path)), Some(weights), tokenizer_dir, tokenizer_files)) => {
+                Some(TextFiles {
+                    encoder: Component {
+                        config,
+                        config_path,
+                        weights,
+                    },
+                    tokenizer_dir,
+                    tokenizer_files,
+                })
+            }
+            _ => None,
+        };
         let vae = match (vae_cfg, vae_w) {
             (Some((config, config_path)), Some(weights)) => Some(Component {
                 config,
@@ -410,6 +481,8 @@ impl ModelFiles {
         Ok(Self {
             root: root.to_path_buf(),
             index,
+            family: family.context("family")?,
+            text_2,
             unet: Component {
                 config: unet_config,
                 config_path: unet_path,
@@ -466,6 +539,11 @@ impl ModelFiles {
         files.extend(self.tokenizer_files.iter().cloned());
         files.extend(self.unet.weights.iter().cloned());
         files.extend(self.text_encoder.weights.iter().cloned());
+        if let Some(t) = &self.text_2 {
+            files.push(t.encoder.config_path.clone());
+            files.extend(t.tokenizer_files.iter().cloned());
+            files.extend(t.encoder.weights.iter().cloned());
+        }
         files
     }
 }

@@ -6,13 +6,14 @@
 
 use crate::config::UNetConfig;
 use crate::controller::AttentionController;
+use crate::family::{PromptEmbeds, TextConditioner};
 use crate::loading::{checked_var_builder, ModelFiles, Variant};
 use crate::noise::TorchGenerator;
 use crate::precision::Precision;
 use crate::schedulers::SchedulerSpec;
 use crate::text_encoder::ClipTextModel;
 use crate::tokenizer::ClipTokenizer;
-use crate::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
+use crate::unet::{AddedCond, ForwardOptions, UNet2DConditionModel, UNetOutput};
 use crate::vae::AutoencoderKL;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -109,14 +110,16 @@ pub struct Generated {
     pub timesteps: Vec<f64>,
 }
 
-/// A loaded Stable Diffusion model.
+/// A loaded Stable Diffusion (1.x/2.x or XL) model.
 pub struct StableDiffusion {
     pub files: ModelFiles,
-    pub tokenizer: ClipTokenizer,
-    pub text_encoder: ClipTextModel,
+    /// The tokenizers and text encoders, and the family's rules for conditioning the UNet.
+    pub text: TextConditioner,
     pub unet: UNet2DConditionModel,
     /// `None` for pixel-space models.
     pub vae: Option<AutoencoderKL>,
+    /// The dtype the VAE computes in: f32 when the family upcasts it (SDXL's `force_upcast`).
+    pub vae_dtype: DType,
     /// The default sampler: DDIM on the folder's scheduler config (the paper's).
     pub scheduler: SchedulerSpec,
     pub device: Device,
@@ -166,13 +169,45 @@ impl StableDiffusion {
             .context("cannot build the text encoder")?;
         used.check_all_used()
             .context("cannot build the text encoder")?;
+        let second = match &files.text_2 {
+            Some(t) => {
+                let tokenizer = ClipTokenizer::from_dir(&t.tokenizer_dir).with_context(|| {
+                    format!("cannot load the tokenizer in {}", t.tokenizer_dir.display())
+                })?;
+                let (vb, used) = var_builder(&t.encoder.weights)?;
+                let encoder = ClipTextModel::with_projection(vb, &t.encoder.config)
+                    .context("cannot build the second text encoder")?;
+                used.check_all_used()
+                    .context("cannot build the second text encoder")?;
+                Some((tokenizer, encoder))
+            }
+            None => None,
+        };
+        let text = TextConditioner {
+            family: files.family,
+            tokenizer,
+            encoder: text_encoder,
+            second,
+            force_zeros_for_empty_prompt: files.index.force_zeros_for_empty_prompt.unwrap_or(true),
+        };
         let (vb, used) = var_builder(&files.unet.weights)?;
         let unet =
             UNet2DConditionModel::new(vb, &files.unet.config).context("cannot build the UNet")?;
         used.check_all_used().context("cannot build the UNet")?;
+        let mut vae_dtype = dtype;
         let vae = match &files.vae {
             Some(v) => {
-                let (vb, used) = var_builder(&v.weights)?;
+                // diffusers' SDXL pipeline decodes in f32 when the VAE says it overflows in f16.
+                let vae_precision = if files.family.upcasts_vae()
+                    && v.config.force_upcast
+                    && matches!(dtype, DType::F16 | DType::BF16)
+                {
+                    Precision::uniform(DType::F32)
+                } else {
+                    precision
+                };
+                vae_dtype = vae_precision.for_device(device).compute;
+                let (vb, used) = checked_var_builder(&v.weights, vae_precision, device)?;
                 let vae = AutoencoderKL::new(vb, &v.config).context("cannot build the VAE")?;
                 used.check_all_used().context("cannot build the VAE")?;
                 Some(vae)
@@ -181,10 +216,10 @@ impl StableDiffusion {
         };
         Ok(Self {
             scheduler: SchedulerSpec::ddim(&files.scheduler),
-            tokenizer,
-            text_encoder,
+            text,
             unet,
             vae,
+            vae_dtype,
             files,
             device: device.clone(),
             dtype,
@@ -221,27 +256,38 @@ impl StableDiffusion {
         self.files.latent_shape(height, width)
     }
 
+    /// The first tokenizer: the token positions of prompts (see [`TextConditioner::tokenizer`]).
+    pub fn tokenizer(&self) -> &ClipTokenizer {
+        &self.text.tokenizer
+    }
+
     /// Text embeddings of the prompt: `[uncond, cond]` (negative prompt first, as diffusers
-    /// concatenates them) with guidance, `[cond]` without.
+    /// concatenates them) with guidance, `[cond]` without; in the compute dtype.
     pub fn encode_prompt(
         &self,
         prompt: &str,
         negative_prompt: &str,
         guidance: bool,
-    ) -> Result<Tensor> {
-        let mut rows = Vec::new();
-        if guidance {
-            rows.push(self.tokenizer.encode(negative_prompt)?);
-        }
-        rows.push(self.tokenizer.encode(prompt)?);
-        let len = rows[0].len();
-        let flat: Vec<u32> = rows.concat();
-        let ids = Tensor::from_vec(flat, (rows.len(), len), &self.device)?;
-        let emb = self
-            .text_encoder
-            .forward(&ids)
-            .context("text encoder failed")?;
-        Ok(emb.to_dtype(self.dtype)?)
+    ) -> Result<PromptEmbeds> {
+        let cond = self.text.embed(&[prompt])?;
+        let embeds = if guidance {
+            let uncond = self.text.unconditional(negative_prompt, &cond)?;
+            PromptEmbeds::concat(&[&uncond, &cond])?
+        } else {
+            cond
+        };
+        embeds.to_dtype(self.dtype)
+    }
+
+    /// What the UNet takes besides the text states for `embeds` at an image size: SDXL's
+    /// pooled embedding and time ids; `None` for SD 1.x/2.x.
+    pub fn added_conditions(
+        &self,
+        embeds: &PromptEmbeds,
+        height: usize,
+        width: usize,
+    ) -> Result<Option<AddedCond>> {
+        self.text.added(embeds, height, width)
     }
 
     /// Initial latents as diffusers' `prepare_latents`: the given ones (shape-checked) or
@@ -289,7 +335,9 @@ impl StableDiffusion {
         let timesteps = scheduler.timesteps().to_vec();
 
         let guidance = req.uses_guidance();
-        let emb = self.encode_prompt(&req.prompt, &req.negative_prompt, guidance)?;
+        let embeds = self.encode_prompt(&req.prompt, &req.negative_prompt, guidance)?;
+        let added = self.added_conditions(&embeds, req.height, req.width)?;
+        let emb = embeds.states;
         let mut generator = TorchGenerator::manual_seed(req.seed);
         let mut latents = self.prepare_latents(
             req.height,
@@ -327,6 +375,7 @@ impl StableDiffusion {
                 step: i,
                 conditional_rows: Some(rows.clone()),
                 stop_after: None,
+                added: added.as_ref(),
             };
             let out = self
                 .unet
@@ -384,6 +433,7 @@ impl StableDiffusion {
     pub fn decode_raw(&self, latents: &Tensor) -> Result<Tensor> {
         match &self.vae {
             Some(vae) => {
+                let latents = latents.to_dtype(self.vae_dtype)?;
                 let sf = Tensor::new(vae.config().scaling_factor as f32, latents.device())?
                     .to_dtype(latents.dtype())?;
                 let scaled = latents.broadcast_div(&sf)?;

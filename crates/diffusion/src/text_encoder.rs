@@ -1,4 +1,6 @@
-//! CLIP text encoder (transformers' CLIPTextModel): token ids -> last hidden state.
+//! CLIP text encoder (transformers' CLIPTextModel and CLIPTextModelWithProjection): token ids
+//! -> last hidden state (SD 1.x/2.x), or the penultimate hidden state and the pooled, projected
+//! embedding (SDXL).
 //!
 //! Token + position embeddings, `num_hidden_layers` pre-LayerNorm transformer layers with a
 //! causal mask (no padding mask: diffusers calls the encoder without one), an MLP with
@@ -109,11 +111,34 @@ impl EncoderLayer {
     }
 }
 
+/// Which hidden state a pipeline conditions its UNet on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiddenState {
+    /// The last layer's output after the final layer norm (`last_hidden_state`; SD 1.x/2.x).
+    Last,
+    /// The output of the second-to-last layer, without the final norm (`hidden_states[-2]`;
+    /// SDXL).
+    Penultimate,
+}
+
+/// What [`ClipTextModel::encode`] returns.
+pub struct TextOutput {
+    /// `[batch, seq, hidden]`: the chosen hidden state.
+    pub hidden: Tensor,
+    /// `[batch, projection_dim]`: the final-normed state at the end token, projected
+    /// (`text_embeds` of CLIPTextModelWithProjection); when asked for.
+    pub pooled: Option<Tensor>,
+}
+
 pub struct ClipTextModel {
     token_embedding: Embedding,
     position_embedding: Tensor,
     layers: Vec<EncoderLayer>,
     final_layer_norm: LayerNorm,
+    /// `text_projection` of CLIPTextModelWithProjection.
+    text_projection: Option<Linear>,
+    /// The end token whose state is pooled; 2 means transformers' legacy rule (the highest id).
+    eos_token_id: u32,
     max_positions: usize,
     hidden_size: usize,
     dtype: DType,
@@ -121,8 +146,26 @@ pub struct ClipTextModel {
 }
 
 impl ClipTextModel {
-    /// Accepts weights with or without the `text_model.` prefix.
+    /// A `CLIPTextModel`; accepts weights with or without the `text_model.` prefix.
     pub fn new(vb: VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
+        Self::build(vb, cfg, false)
+    }
+
+    /// A `CLIPTextModelWithProjection` (SDXL's second encoder): also `text_projection`.
+    pub fn with_projection(vb: VarBuilder, cfg: &TextEncoderConfig) -> Result<Self> {
+        Self::build(vb, cfg, true)
+    }
+
+    fn build(vb: VarBuilder, cfg: &TextEncoderConfig, projection: bool) -> Result<Self> {
+        let text_projection = if projection {
+            Some(crate::nn::linear::linear_no_bias(
+                cfg.hidden_size,
+                cfg.projection_dim,
+                vb.pp("text_projection"),
+            )?)
+        } else {
+            None
+        };
         let act = match cfg.hidden_act.as_str() {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,
@@ -160,6 +203,9 @@ impl ClipTextModel {
             position_embedding,
             layers,
             final_layer_norm,
+            text_projection,
+            // transformers' default when the config has none.
+            eos_token_id: cfg.eos_token_id.unwrap_or(49407),
             max_positions: cfg.max_position_embeddings,
             hidden_size: cfg.hidden_size,
             dtype: vb.dtype(),
@@ -174,6 +220,87 @@ impl ClipTextModel {
     /// ids: u32 `[batch, seq]` -> `[batch, seq, hidden]` after the final layer norm.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let (_, seq) = ids.dims2()?;
+        let xs = self.run_layers(ids, seq, self.layers.len())?;
+        self.final_layer_norm.forward(&xs)
+    }
+
+    /// Token ids, one row each (all of one length), -> the `state` hidden state and, when
+    /// `pooled`, the projected end-token embedding (needs `text_projection`).
+    pub fn encode(
+        &self,
+        rows: &[Vec<u32>],
+        state: HiddenState,
+        pooled: bool,
+    ) -> Result<TextOutput> {
+        let seq = rows.first().map_or(0, Vec::len);
+        if rows.iter().any(|r| r.len() != seq) {
+            bail!("text encoder: token rows of different lengths");
+        }
+        let ids = Tensor::from_vec(rows.concat(), (rows.len(), seq), &self.device)?;
+        let n = self.layers.len();
+        let penultimate = n
+            .checked_sub(1)
+            .filter(|_| state == HiddenState::Penultimate);
+        let run_to = if pooled { n } else { penultimate.unwrap_or(n) };
+        let mut kept = None;
+        let xs = self.run_layers_keeping(&ids, seq, run_to, penultimate, &mut kept)?;
+        let last = if pooled || state == HiddenState::Last {
+            Some(self.final_layer_norm.forward(&xs)?)
+        } else {
+            None
+        };
+        let pooled = if pooled {
+            let Some(projection) = &self.text_projection else {
+                bail!("text encoder: a pooled embedding needs text_projection (CLIPTextModelWithProjection)");
+            };
+            let last = last.as_ref().expect("computed for pooling");
+            let states: Vec<Tensor> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, r)| last.get(i)?.get(self.pooled_position(r)))
+                .collect::<Result<_>>()?;
+            Some(projection.forward(&Tensor::stack(&states, 0)?)?)
+        } else {
+            None
+        };
+        let hidden = match state {
+            HiddenState::Last => last.expect("computed for the last state"),
+            HiddenState::Penultimate => match kept {
+                Some(k) => k,
+                // A one-layer encoder: hidden_states[-2] is the embeddings' output.
+                None => xs,
+            },
+        };
+        Ok(TextOutput { hidden, pooled })
+    }
+
+    /// transformers' pooling position: the first end token, or with the legacy `eos_token_id`
+    /// 2 the highest id (the first of equal ones, as `argmax`).
+    fn pooled_position(&self, ids: &[u32]) -> usize {
+        if self.eos_token_id == 2 {
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&t| t == max).unwrap_or(0)
+        } else {
+            ids.iter()
+                .position(|&t| t == self.eos_token_id)
+                .unwrap_or(0)
+        }
+    }
+
+    /// Embeddings, then the first `layers` layers.
+    fn run_layers(&self, ids: &Tensor, seq: usize, layers: usize) -> Result<Tensor> {
+        self.run_layers_keeping(ids, seq, layers, None, &mut None)
+    }
+
+    /// [`Self::run_layers`], storing the output after `keep_after` layers in `kept`.
+    fn run_layers_keeping(
+        &self,
+        ids: &Tensor,
+        seq: usize,
+        layers: usize,
+        keep_after: Option<usize>,
+        kept: &mut Option<Tensor>,
+    ) -> Result<Tensor> {
         if seq == 0 || seq > self.max_positions {
             bail!(
                 "text encoder: sequence length {seq} must be in 1..={}",
@@ -186,10 +313,16 @@ impl ClipTextModel {
         let tokens = self.token_embedding.forward(&ids)?;
         let mut xs = widen(&tokens, self.dtype)?.broadcast_add(&positions)?;
         let mask = causal_mask(seq, &self.device)?.to_dtype(self.dtype)?;
-        for layer in &self.layers {
+        for (i, layer) in self.layers.iter().take(layers).enumerate() {
+            if keep_after == Some(i) {
+                *kept = Some(xs.clone());
+            }
             xs = layer.forward(&xs, &mask)?;
         }
-        self.final_layer_norm.forward(&xs)
+        if keep_after == Some(layers.min(self.layers.len())) {
+            *kept = Some(xs.clone());
+        }
+        Ok(xs)
     }
 }
 

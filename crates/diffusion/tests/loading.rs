@@ -28,7 +28,11 @@ fn weights(root: &Path, rel: &str, value: f32) {
 /// A complete (tiny, fake-weight) SD folder.
 fn complete(root: &Path) {
     write(root, "model_index.json", INDEX);
-    write(root, "unet/config.json", r#"{"sample_size": 8}"#);
+    write(
+        root,
+        "unet/config.json",
+        r#"{"sample_size": 8, "cross_attention_dim": 512}"#,
+    );
     weights(root, "unet/diffusion_pytorch_model.safetensors", 1.0);
     write(root, "text_encoder/config.json", "{}");
     weights(root, "text_encoder/model.safetensors", 1.0);
@@ -245,7 +249,11 @@ fn fingerprint_tracks_content_not_location() {
         .fingerprint()
         .unwrap();
     assert_ne!(fc, fa);
-    write(a.path(), "unet/config.json", r#"{"sample_size": 16}"#);
+    write(
+        a.path(),
+        "unet/config.json",
+        r#"{"sample_size": 16, "cross_attention_dim": 512}"#,
+    );
     assert_ne!(
         ModelFiles::check(a.path(), Variant::Full)
             .unwrap()

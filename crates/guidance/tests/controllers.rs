@@ -108,6 +108,7 @@ fn run(
         step,
         conditional_rows: Some(ROWS.to_vec()),
         stop_after: None,
+        added: None,
     };
     match unet.forward_with(&sample, timestep, &emb, opts)? {
         UNetOutput::Full(t) => Ok(t),

@@ -189,7 +189,7 @@ fn prepare_with(
 /// The layout's objects with their token positions in the layout's prompt. An object the
 /// prompt names only past the text encoder's last token is an error saying so.
 fn guided_objects(sd: &StableDiffusion, layout: &Layout) -> Result<Vec<GuidedObject>> {
-    let tok = &sd.tokenizer;
+    let tok = &sd.tokenizer();
     let ids = tok.encode(&layout.prompt)?;
     if let Some(n) = tok.cut(&layout.prompt)? {
         let full = tok.encode_full(&layout.prompt)?;
@@ -214,10 +214,10 @@ fn guided_objects(sd: &StableDiffusion, layout: &Layout) -> Result<Vec<GuidedObj
 /// A warning when the prompt has more tokens than the text encoder reads (the rest is cut, as
 /// in diffusers).
 pub fn prompt_warnings(sd: &StableDiffusion, prompt: &str) -> Result<Vec<String>> {
-    Ok(match sd.tokenizer.cut(prompt)? {
+    Ok(match sd.tokenizer().cut(prompt)? {
         Some(n) => vec![format!(
             "the prompt has {n} tokens; the text encoder reads only the first {}, the rest is cut",
-            sd.tokenizer.max_length()
+            sd.tokenizer().max_length()
         )],
         None => Vec::new(),
     })

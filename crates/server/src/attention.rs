@@ -25,7 +25,7 @@ fn category_tokens(
     ids: &[u32],
     category: &str,
 ) -> Option<Vec<usize>> {
-    let tok = &m.model.sd.tokenizer;
+    let tok = &m.model.sd.tokenizer();
     let mut candidates = vec![
         category.to_lowercase(),
         format!("{}s", category.to_lowercase()),
@@ -66,7 +66,7 @@ pub fn attention_json(
     let prompt = req.run.layout.prompt.to_lowercase();
     let maps = prober.attention_maps(initial_unit, std::slice::from_ref(&prompt))?;
     let map = &maps[0];
-    let ids = m.model.sd.tokenizer.encode(&prompt)?;
+    let ids = m.model.sd.tokenizer().encode(&prompt)?;
     let mut out = Vec::new();
     for category in req.run.layout.categories() {
         match category_tokens(m, req, &ids, &category) {

@@ -32,6 +32,7 @@ use std::collections::HashMap;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Tensor};
 use semi_diffusion::controller::{AttentionController, AttentionKind, AttentionSite, Place};
+use semi_diffusion::family::PromptEmbeds;
 use semi_diffusion::pipeline::StableDiffusion;
 use semi_diffusion::schedulers::SchedulerSpec;
 use semi_diffusion::tokenizer::ClipTokenizer;
@@ -353,10 +354,14 @@ pub struct SdProber<'a> {
     scheduler: Box<dyn semi_diffusion::schedulers::Scheduler>,
     template: String,
     fingerprint: ProbeFingerprint,
+    /// Image size in pixels (SDXL's time ids).
+    height: usize,
+    width: usize,
     pairs_per_pass: usize,
     images_per_pass: usize,
-    /// Prompt -> `[1, 77, D]` embedding (the text encoder runs once per pair, not per image).
-    embeddings: HashMap<String, Tensor>,
+    /// Prompt -> `[1, 77, D]` embedding (and SDXL's pooled one): the text encoders run once
+    /// per pair, not per image.
+    embeddings: HashMap<String, PromptEmbeds>,
     last_visited: usize,
 }
 
@@ -411,6 +416,8 @@ impl<'a> SdProber<'a> {
             timestep: timestep as f64,
             template: options.template.clone(),
             fingerprint,
+            height: options.height,
+            width: options.width,
             pairs_per_pass: options.pairs_per_pass,
             images_per_pass: options.images_per_pass.max(1),
             embeddings: HashMap::new(),
@@ -432,7 +439,7 @@ impl<'a> SdProber<'a> {
         self.last_visited
     }
 
-    fn embedding(&mut self, prompt: &str) -> Result<Tensor> {
+    fn embedding(&mut self, prompt: &str) -> Result<PromptEmbeds> {
         if let Some(e) = self.embeddings.get(prompt) {
             return Ok(e.clone());
         }
@@ -492,14 +499,14 @@ impl<'a> SdProber<'a> {
             Tensor::cat(&inputs, 0)?
         };
 
-        let embs: Vec<Tensor> = prompts
+        let embs: Vec<PromptEmbeds> = prompts
             .iter()
             .map(|p| self.embedding(p))
             .collect::<Result<_>>()?;
-        let embs: Vec<Tensor> = (0..noises.len())
-            .flat_map(|_| embs.iter().cloned())
-            .collect();
-        let emb = Tensor::cat(&embs, 0)?;
+        let rows: Vec<&PromptEmbeds> = (0..noises.len()).flat_map(|_| embs.iter()).collect();
+        let embeds = PromptEmbeds::concat(&rows)?;
+        let added = sd.added_conditions(&embeds, self.height, self.width)?;
+        let emb = embeds.states;
         let layers = self.plan.layers.clone();
         let mut ctl = ProbeController {
             layers: &layers,
@@ -517,6 +524,7 @@ impl<'a> SdProber<'a> {
                     step: 0,
                     conditional_rows: None,
                     stop_after: Some(&self.plan.stop_after),
+                    added: added.as_ref(),
                 },
             )
             .context("the probe's UNet pass failed")?;
@@ -561,7 +569,7 @@ impl Prober for SdProber<'_> {
     }
 
     fn check_pair(&self, (c1, c2): (&str, &str)) -> Result<()> {
-        category_spans(&self.sd.tokenizer, &self.template, c1, c2).map(|_| ())
+        category_spans(&self.sd.tokenizer(), &self.template, c1, c2).map(|_| ())
     }
 
     fn probe(&mut self, noise: &Tensor, pair: (&str, &str)) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -587,7 +595,7 @@ impl Prober for SdProber<'_> {
         let mut prompts = Vec::with_capacity(pairs.len());
         let mut spans = Vec::with_capacity(pairs.len());
         for &(c1, c2) in pairs {
-            let (_, s1, s2) = category_spans(&self.sd.tokenizer, &self.template, c1, c2)?;
+            let (_, s1, s2) = category_spans(&self.sd.tokenizer(), &self.template, c1, c2)?;
             prompts.push(self.fingerprint.prompt(c1, c2).to_lowercase());
             spans.push((s1, s2));
         }

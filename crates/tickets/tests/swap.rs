@@ -28,10 +28,10 @@ fn layout() -> Layout {
 }
 
 fn tokens(sd: &StableDiffusion, l: &Layout) -> Vec<Vec<usize>> {
-    let ids = sd.tokenizer.encode(&l.prompt).unwrap();
+    let ids = sd.tokenizer().encode(&l.prompt).unwrap();
     l.objects
         .iter()
-        .map(|o| sd.tokenizer.token_positions(&ids, &o.phrase).unwrap())
+        .map(|o| sd.tokenizer().token_positions(&ids, &o.phrase).unwrap())
         .collect()
 }
 

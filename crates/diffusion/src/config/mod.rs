@@ -21,7 +21,7 @@ mod vae;
 pub use model_index::ModelIndex;
 pub use scheduler::SchedulerConfig;
 pub use text_encoder::TextEncoderConfig;
-pub use unet::{BlockSpec, UNetConfig};
+pub use unet::{BlockSpec, Depths, MidKind, UNetConfig};
 pub use vae::VaeConfig;
 
 use anyhow::{bail, Context, Result};

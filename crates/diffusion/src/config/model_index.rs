@@ -12,6 +12,8 @@ pub struct ModelIndex {
     /// component name -> (library, class); `None` for components set to `[null, null]`.
     pub components: BTreeMap<String, Option<(String, String)>>,
     pub requires_safety_checker: Option<bool>,
+    /// SDXL: an empty negative prompt gives zero embeddings (the pipeline's default is true).
+    pub force_zeros_for_empty_prompt: Option<bool>,
 }
 
 impl ModelIndex {
@@ -34,13 +36,26 @@ impl ModelIndex {
             .to_string();
         let mut components = BTreeMap::new();
         let mut requires_safety_checker = None;
+        let mut force_zeros_for_empty_prompt = None;
         for (k, v) in &map {
             if k.starts_with('_') {
                 continue;
             }
-            if k == "requires_safety_checker" {
-                requires_safety_checker = v.as_bool();
-                continue;
+            match k.as_str() {
+                "requires_safety_checker" => {
+                    requires_safety_checker = v.as_bool();
+                    continue;
+                }
+                "force_zeros_for_empty_prompt" => {
+                    force_zeros_for_empty_prompt = Some(v.as_bool().with_context(|| {
+                        format!("{what}: `force_zeros_for_empty_prompt` must be true or false")
+                    })?);
+                    continue;
+                }
+                // The invisible watermark diffusers adds to SDXL images when the package is
+                // installed: a property of the PNG, not of the generation; semi adds none.
+                "add_watermarker" => continue,
+                _ => {}
             }
             let entry = match v {
                 Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
@@ -56,7 +71,13 @@ impl ModelIndex {
             class_name,
             components,
             requires_safety_checker,
+            force_zeros_for_empty_prompt,
         })
+    }
+
+    /// The `(library, class)` of a present component.
+    pub fn class_of(&self, name: &str) -> Option<&(String, String)> {
+        self.components.get(name).and_then(Option::as_ref)
     }
 
     /// True when the component is present (not absent, not `[null, null]`).

@@ -1,6 +1,6 @@
 //! `unet/config.json` of a `UNet2DConditionModel`.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::Path;
 
@@ -28,8 +28,12 @@ config! {
         norm_num_groups: Option<usize> = Some(32),
         norm_eps: f64 = 1e-5,
         cross_attention_dim: PerBlock<usize> = PerBlock::One(1280),
-        transformer_layers_per_block: PerBlock<usize> = PerBlock::One(1),
-        reverse_transformer_layers_per_block: Option<Value> = None,
+        /// Transformer layers of each attention: one number for all, one entry per block, and
+        /// an entry may list one number per layer of its block (SSD-1B: `[[1], [2, 2], [4, 4]]`).
+        transformer_layers_per_block: Depths = Depths::All(1),
+        /// The up path's depths, one entry per up block in execution order (required when a
+        /// down block lists per-layer depths); `None`: the down path's, reversed.
+        reverse_transformer_layers_per_block: Option<Vec<PerBlock<usize>>> = None,
         encoder_hid_dim: Option<Value> = None,
         encoder_hid_dim_type: Option<Value> = None,
         /// Despite the name, diffusers uses this as the number of heads when `num_attention_heads` is
@@ -39,10 +43,14 @@ config! {
         dual_cross_attention: bool = false,
         use_linear_projection: bool = false,
         class_embed_type: Option<Value> = None,
-        addition_embed_type: Option<Value> = None,
-        addition_time_embed_dim: Option<Value> = None,
+        /// `text_time` (SDXL): the pooled text embedding and the micro-conditioning time ids
+        /// (original size, crop, target size) are embedded and added to the time embedding.
+        addition_embed_type: Option<String> = None,
+        /// Width of the sinusoidal projection of each time id (`text_time`).
+        addition_time_embed_dim: Option<usize> = None,
         num_class_embeds: Option<Value> = None,
-        upcast_attention: bool = false,
+        /// `null` in SDXL's config means false.
+        upcast_attention: Option<bool> = None,
         resnet_time_scale_shift: String = "default".to_string(),
         resnet_skip_time_act: bool = false,
         resnet_out_scale_factor: f64 = 1.0,
@@ -53,13 +61,35 @@ config! {
         time_cond_proj_dim: Option<Value> = None,
         conv_in_kernel: usize = 3,
         conv_out_kernel: usize = 3,
-        projection_class_embeddings_input_dim: Option<Value> = None,
+        /// Input width of `add_embedding` (`text_time`: pooled width + 6 x addition_time_embed_dim).
+        projection_class_embeddings_input_dim: Option<usize> = None,
         attention_type: String = "default".to_string(),
         class_embeddings_concat: bool = false,
         mid_block_only_cross_attention: Option<Value> = None,
         cross_attention_norm: Option<Value> = None,
+        /// Only read by the `text` addition type, which we do not implement.
         addition_embed_type_num_heads: Option<Value> = None,
     }
+}
+
+/// `transformer_layers_per_block`: one depth for every attention, or one entry per block.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Depths {
+    All(usize),
+    /// Per block: one depth for the block's attentions, or one per attention (layer).
+    Blocks(Vec<PerBlock<usize>>),
+}
+
+/// The mid block between the down and up paths (`mid_block_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MidKind {
+    /// `UNetMidBlock2DCrossAttn`: resnet, transformer, resnet (SD, SDXL).
+    CrossAttn,
+    /// `UNetMidBlock2D` as the conditional UNet builds it: one resnet, no attention (SSD-1B).
+    ResnetOnly,
+    /// `null`: no mid block.
+    None,
 }
 
 /// One down or up block of the UNet, with every per-block field resolved.
@@ -71,7 +101,27 @@ pub struct BlockSpec {
     pub layers: usize,
     pub heads: usize,
     pub cross_attention_dim: usize,
-    pub transformer_layers: usize,
+    /// Transformer layers of each attention of the block (one entry per layer; empty without
+    /// cross-attention).
+    pub transformer_layers: Vec<usize>,
+}
+
+/// One block's depths for `layers` attentions: a number for all, or a list with at least one
+/// entry per layer (diffusers indexes it by layer).
+fn block_depths(
+    entry: &PerBlock<usize>,
+    layers: usize,
+    field: &str,
+    block: usize,
+) -> Result<Vec<usize>> {
+    match entry {
+        PerBlock::One(d) => Ok(vec![*d; layers]),
+        PerBlock::Each(v) if v.len() >= layers => Ok(v[..layers].to_vec()),
+        PerBlock::Each(v) => bail!(
+            "`{field}` gives {} depth(s) for block {block}, which has {layers} attention layers",
+            v.len()
+        ),
+    }
 }
 
 impl UNetConfig {
@@ -108,15 +158,7 @@ impl UNetConfig {
                 t,
             )?;
         }
-        require(
-            matches!(
-                self.mid_block_type.as_deref(),
-                Some("UNetMidBlock2DCrossAttn")
-            ),
-            what,
-            "mid_block_type",
-            &self.mid_block_type,
-        )?;
+        self.mid_kind(what)?;
         require(
             !self.center_input_sample,
             what,
@@ -138,12 +180,6 @@ impl UNetConfig {
             what,
             "only_cross_attention",
             &self.only_cross_attention,
-        )?;
-        require(
-            self.reverse_transformer_layers_per_block.is_none(),
-            what,
-            "reverse_transformer_layers_per_block",
-            &self.reverse_transformer_layers_per_block,
         )?;
         require(
             self.encoder_hid_dim.is_none(),
@@ -169,12 +205,26 @@ impl UNetConfig {
             "class_embed_type",
             &self.class_embed_type,
         )?;
-        require(
-            self.addition_embed_type.is_none(),
-            what,
-            "addition_embed_type",
-            &self.addition_embed_type,
-        )?;
+        match self.addition_embed_type.as_deref() {
+            None => {}
+            Some("text_time") => {
+                for (field, v) in [
+                    ("addition_time_embed_dim", self.addition_time_embed_dim),
+                    (
+                        "projection_class_embeddings_input_dim",
+                        self.projection_class_embeddings_input_dim,
+                    ),
+                ] {
+                    if v.is_none_or(|v| v == 0) {
+                        bail!("{what}: `addition_embed_type` \"text_time\" needs `{field}`");
+                    }
+                }
+                if !self.addition_time_embed_dim.unwrap_or(0).is_multiple_of(2) {
+                    bail!("{what}: `addition_time_embed_dim` must be even");
+                }
+            }
+            Some(other) => require(false, what, "addition_embed_type", other)?,
+        }
         require(
             self.num_class_embeds.is_none(),
             what,
@@ -263,7 +313,10 @@ impl UNetConfig {
             &self.cross_attention_norm,
         )?;
         // Resolving the per-block lists checks their lengths.
-        self.down_blocks()?;
+        self.down_blocks()
+            .and_then(|_| self.up_blocks())
+            .and_then(|_| self.mid_depth())
+            .map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
         let groups = self.norm_num_groups.unwrap_or(32);
         for &c in &self.block_out_channels {
             if !c.is_multiple_of(groups) {
@@ -290,38 +343,127 @@ impl UNetConfig {
         let layers = self.layers_per_block.resolve(n, "layers_per_block")?;
         let heads = self.heads()?;
         let cross = self.cross_attention_dim.resolve(n, "cross_attention_dim")?;
-        let tl = self
-            .transformer_layers_per_block
-            .resolve(n, "transformer_layers_per_block")?;
-        Ok((0..n)
-            .map(|i| BlockSpec {
-                kind: self.down_block_types[i].clone(),
-                has_cross_attention: self.down_block_types[i] == "CrossAttnDownBlock2D",
-                layers: layers[i],
-                heads: heads[i],
-                cross_attention_dim: cross[i],
-                transformer_layers: tl[i],
+        let depths = self.down_depths()?;
+        (0..n)
+            .map(|i| {
+                let has_cross_attention = self.down_block_types[i] == "CrossAttnDownBlock2D";
+                let transformer_layers = if has_cross_attention {
+                    block_depths(&depths[i], layers[i], "transformer_layers_per_block", i)?
+                } else {
+                    Vec::new()
+                };
+                Ok(BlockSpec {
+                    kind: self.down_block_types[i].clone(),
+                    has_cross_attention,
+                    layers: layers[i],
+                    heads: heads[i],
+                    cross_attention_dim: cross[i],
+                    transformer_layers,
+                })
             })
-            .collect())
+            .collect()
     }
 
-    /// The up path in execution order; per-block lists are reversed as diffusers does, and each up
-    /// block has `layers + 1` resnets.
+    /// `transformer_layers_per_block` with one entry per down block.
+    fn down_depths(&self) -> Result<Vec<PerBlock<usize>>> {
+        let n = self.block_out_channels.len();
+        match &self.transformer_layers_per_block {
+            Depths::All(d) => Ok(vec![PerBlock::One(*d); n]),
+            Depths::Blocks(v) if v.len() == n => Ok(v.clone()),
+            Depths::Blocks(v) => bail!(
+                "`transformer_layers_per_block` has {} entries but the model has {n} blocks",
+                v.len()
+            ),
+        }
+    }
+
+    /// The up path in execution order; per-block lists are reversed as diffusers does (or taken
+    /// from `reverse_transformer_layers_per_block`), and each up block has `layers + 1` resnets.
     pub fn up_blocks(&self) -> Result<Vec<BlockSpec>> {
         let down = self.down_blocks()?;
-        Ok(down
-            .iter()
+        let n = down.len();
+        let depths: Vec<PerBlock<usize>> = match &self.reverse_transformer_layers_per_block {
+            Some(r) if r.len() == n => r.clone(),
+            Some(r) => bail!(
+                "`reverse_transformer_layers_per_block` has {} entries but the model has {n} blocks",
+                r.len()
+            ),
+            None => {
+                let down_depths = self.down_depths()?;
+                if down_depths.iter().any(|d| matches!(d, PerBlock::Each(_))) {
+                    bail!(
+                        "`transformer_layers_per_block` lists depths per layer, so \
+                         `reverse_transformer_layers_per_block` is required (as diffusers requires it)"
+                    );
+                }
+                down_depths.into_iter().rev().collect()
+            }
+        };
+        down.iter()
             .rev()
             .zip(&self.up_block_types)
-            .map(|(d, kind)| BlockSpec {
-                kind: kind.clone(),
-                has_cross_attention: kind == "CrossAttnUpBlock2D",
-                layers: d.layers + 1,
-                heads: d.heads,
-                cross_attention_dim: d.cross_attention_dim,
-                transformer_layers: d.transformer_layers,
+            .zip(&depths)
+            .enumerate()
+            .map(|(i, ((d, kind), depth))| {
+                let has_cross_attention = kind == "CrossAttnUpBlock2D";
+                let layers = d.layers + 1;
+                let transformer_layers = if has_cross_attention {
+                    block_depths(depth, layers, "reverse_transformer_layers_per_block", i)?
+                } else {
+                    Vec::new()
+                };
+                Ok(BlockSpec {
+                    kind: kind.clone(),
+                    has_cross_attention,
+                    layers,
+                    heads: d.heads,
+                    cross_attention_dim: d.cross_attention_dim,
+                    transformer_layers,
+                })
             })
-            .collect())
+            .collect()
+    }
+
+    /// The mid block's kind; any other `mid_block_type` is an error naming it.
+    pub fn mid_kind(&self, what: &str) -> Result<MidKind> {
+        Ok(match self.mid_block_type.as_deref() {
+            Some("UNetMidBlock2DCrossAttn") => MidKind::CrossAttn,
+            Some("UNetMidBlock2D") => MidKind::ResnetOnly,
+            None => MidKind::None,
+            Some(other) => {
+                require(false, what, "mid_block_type", other)?;
+                unreachable!("require fails")
+            }
+        })
+    }
+
+    /// Transformer layers of the mid block's attention: the last down block's depth (its first
+    /// entry when it lists one per layer), as diffusers builds it.
+    pub fn mid_depth(&self) -> Result<usize> {
+        let depths = self.down_depths()?;
+        Ok(match depths.last() {
+            Some(PerBlock::One(d)) => *d,
+            Some(PerBlock::Each(v)) => *v
+                .first()
+                .context("`transformer_layers_per_block` has an empty list for the last block")?,
+            None => bail!("`block_out_channels` is empty"),
+        })
+    }
+
+    /// Whether the attention layers upcast their logits to f32 (`null` = false).
+    pub fn upcasts_attention(&self) -> bool {
+        self.upcast_attention.unwrap_or(false)
+    }
+
+    /// `(addition_time_embed_dim, projection_class_embeddings_input_dim)` for `text_time`.
+    pub fn text_time(&self) -> Option<(usize, usize)> {
+        match self.addition_embed_type.as_deref() {
+            Some("text_time") => Some((
+                self.addition_time_embed_dim?,
+                self.projection_class_embeddings_input_dim?,
+            )),
+            _ => None,
+        }
     }
 
     pub fn norm_groups(&self) -> usize {

@@ -41,6 +41,7 @@ impl Common {
         registry: &mut LayerRegistry,
         channels: usize,
         spec: &BlockSpec,
+        depth: usize,
     ) -> Result<Transformer2DModel> {
         Transformer2DModel::new(
             vb,
@@ -48,7 +49,7 @@ impl Common {
             TransformerSpec {
                 channels,
                 heads: spec.heads,
-                layers: spec.transformer_layers,
+                layers: depth,
                 context_dim: spec.cross_attention_dim,
                 groups: self.groups,
                 linear_projection: self.linear_projection,
@@ -85,8 +86,13 @@ impl DownBlock {
             let cin = if j == 0 { in_channels } else { out_channels };
             resnets.push(common.resnet(vb.pp("resnets").pp(j), cin, out_channels, 1.0)?);
             if spec.has_cross_attention {
-                let t =
-                    common.transformer(vb.pp("attentions").pp(j), registry, out_channels, spec)?;
+                let t = common.transformer(
+                    vb.pp("attentions").pp(j),
+                    registry,
+                    out_channels,
+                    spec,
+                    spec.transformer_layers[j],
+                )?;
                 attentions.push(t);
             }
         }
@@ -131,15 +137,17 @@ impl DownBlock {
     }
 }
 
-/// `UNetMidBlock2DCrossAttn`: resnet, then (transformer, resnet) once.
+/// The mid block: `UNetMidBlock2DCrossAttn` (resnet, then transformer and resnet once), or
+/// `UNetMidBlock2D` as the conditional UNet builds it (one resnet, no attention).
 #[derive(Debug)]
 pub struct MidBlock {
     first: ResnetBlock2D,
-    attention: Transformer2DModel,
-    second: ResnetBlock2D,
+    /// `None` for the resnet-only mid block.
+    attention: Option<(Transformer2DModel, ResnetBlock2D)>,
 }
 
 impl MidBlock {
+    /// `depth`: the transformer layers of the attention, `None` for a resnet-only block.
     pub fn new(
         vb: VarBuilder,
         registry: &mut LayerRegistry,
@@ -147,6 +155,7 @@ impl MidBlock {
         spec: &BlockSpec,
         channels: usize,
         output_scale_factor: f64,
+        depth: Option<usize>,
     ) -> Result<Self> {
         let first = common.resnet(
             vb.pp("resnets").pp(0),
@@ -154,18 +163,19 @@ impl MidBlock {
             channels,
             output_scale_factor,
         )?;
-        let attention = common.transformer(vb.pp("attentions").pp(0), registry, channels, spec)?;
-        let second = common.resnet(
-            vb.pp("resnets").pp(1),
-            channels,
-            channels,
-            output_scale_factor,
-        )?;
-        Ok(Self {
-            first,
-            attention,
-            second,
-        })
+        let attention = match depth {
+            Some(depth) => Some((
+                common.transformer(vb.pp("attentions").pp(0), registry, channels, spec, depth)?,
+                common.resnet(
+                    vb.pp("resnets").pp(1),
+                    channels,
+                    channels,
+                    output_scale_factor,
+                )?,
+            )),
+            None => None,
+        };
+        Ok(Self { first, attention })
     }
 
     pub fn forward(
@@ -176,8 +186,13 @@ impl MidBlock {
         state: &mut CallState,
     ) -> Result<Option<Tensor>> {
         let h = self.first.forward(x, Some(temb))?;
-        let h = or_stop!(self.attention.forward(&h, context, state)?);
-        Ok(Some(self.second.forward(&h, Some(temb))?))
+        match &self.attention {
+            Some((attention, second)) => {
+                let h = or_stop!(attention.forward(&h, context, state)?);
+                Ok(Some(second.forward(&h, Some(temb))?))
+            }
+            None => Ok(Some(h)),
+        }
     }
 }
 
@@ -215,8 +230,13 @@ impl UpBlock {
             let cin = if j == 0 { prev_channels } else { out_channels };
             resnets.push(common.resnet(vb.pp("resnets").pp(j), cin + skip, out_channels, 1.0)?);
             if spec.has_cross_attention {
-                let t =
-                    common.transformer(vb.pp("attentions").pp(j), registry, out_channels, spec)?;
+                let t = common.transformer(
+                    vb.pp("attentions").pp(j),
+                    registry,
+                    out_channels,
+                    spec,
+                    spec.transformer_layers[j],
+                )?;
                 attentions.push(t);
             }
         }

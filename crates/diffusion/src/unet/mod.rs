@@ -1,6 +1,6 @@
 //! UNet2DConditionModel with an attention-controller hook and early stop.
 //!
-//! A diffusers-exact SD 1.x/2.x UNet (weights load under diffusers' key names). Every attention
+//! A diffusers-exact SD 1.x/2.x/XL UNet (weights load under diffusers' key names). Every attention
 //! layer knows its diffusers path, fixed at construction; on each call it asks the controller
 //! (if any) whether it wants the layer, and only then materialises logits and probabilities.
 //! `stop_after` ends the pass right after a given layer's probabilities were handed over.
@@ -22,23 +22,26 @@ pub mod embeddings;
 mod transformer;
 
 pub use control::LayerInfo;
+pub use embeddings::AddedCond;
 
-use crate::config::UNetConfig;
+use crate::config::{MidKind, UNetConfig};
 use crate::controller::AttentionController;
 use crate::nn::{Conv2d, GroupNorm};
 use blocks::{Common, DownBlock, MidBlock, UpBlock};
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 use control::{CallState, LayerRegistry};
-use embeddings::TimestepEmbedding;
+use embeddings::{TextTimeEmbedding, TimestepEmbedding};
 
 /// The conditional UNet of Stable Diffusion.
 pub struct UNet2DConditionModel {
     cfg: UNetConfig,
     conv_in: Conv2d,
     time_embedding: TimestepEmbedding,
+    /// SDXL's `add_embedding` (`addition_embed_type: text_time`).
+    add_embedding: Option<TextTimeEmbedding>,
     down_blocks: Vec<DownBlock>,
-    mid_block: MidBlock,
+    mid_block: Option<MidBlock>,
     up_blocks: Vec<UpBlock>,
     conv_norm_out: GroupNorm,
     conv_out: Conv2d,
@@ -62,6 +65,9 @@ pub struct ForwardOptions<'a> {
     /// controller when it wants the layer; its output (`probs @ V`) and everything after it is
     /// never computed. An unknown path is an error that lists valid ones.
     pub stop_after: Option<&'a str>,
+    /// diffusers' `added_cond_kwargs`: what a `text_time` UNet (SDXL) adds to the time
+    /// embedding, one row per batch row. Required by such a UNet, refused by others.
+    pub added: Option<&'a AddedCond>,
 }
 
 /// The result of [`UNet2DConditionModel::forward_with`].
@@ -91,13 +97,24 @@ impl UNet2DConditionModel {
             groups: cfg.norm_groups(),
             eps: cfg.norm_eps,
             linear_projection: cfg.use_linear_projection,
-            upcast_attention: cfg.upcast_attention,
+            upcast_attention: cfg.upcasts_attention(),
         };
         let mut layers = LayerRegistry::default();
 
         let k_in = cfg.conv_in_kernel;
         let conv_in = crate::nn::conv2d(vb.pp("conv_in"), cfg.in_channels, c0, k_in, 1, k_in / 2)?;
         let time_embedding = TimestepEmbedding::new(vb.pp("time_embedding"), c0, temb_channels)?;
+        let add_embedding = match cfg.text_time() {
+            Some((time_dim, input_dim)) => Some(TextTimeEmbedding::new(
+                vb.pp("add_embedding"),
+                time_dim,
+                input_dim,
+                temb_channels,
+                cfg.flip_sin_to_cos,
+                cfg.freq_shift,
+            )?),
+            None => None,
+        };
 
         let mut down_blocks = Vec::with_capacity(n);
         for (i, spec) in down_specs.iter().enumerate() {
@@ -114,14 +131,19 @@ impl UNet2DConditionModel {
             )?);
         }
 
-        let mid_block = MidBlock::new(
-            vb.pp("mid_block"),
-            &mut layers,
-            &common,
-            &down_specs[n - 1],
-            channels[n - 1],
-            cfg.mid_block_scale_factor,
-        )?;
+        let mid_depth = cfg.mid_depth().map_err(config_error)?;
+        let mid_block = match cfg.mid_kind("unet config").map_err(config_error)? {
+            MidKind::None => None,
+            kind => Some(MidBlock::new(
+                vb.pp("mid_block"),
+                &mut layers,
+                &common,
+                &down_specs[n - 1],
+                channels[n - 1],
+                cfg.mid_block_scale_factor,
+                (kind == MidKind::CrossAttn).then_some(mid_depth),
+            )?),
+        };
 
         let reversed: Vec<usize> = channels.iter().rev().copied().collect();
         let mut up_blocks = Vec::with_capacity(n);
@@ -149,6 +171,7 @@ impl UNet2DConditionModel {
             cfg: cfg.clone(),
             conv_in,
             time_embedding,
+            add_embedding,
             down_blocks,
             mid_block,
             up_blocks,
@@ -162,6 +185,11 @@ impl UNet2DConditionModel {
 
     pub fn config(&self) -> &UNetConfig {
         &self.cfg
+    }
+
+    /// Whether the UNet takes added conditions (SDXL's `text_time`): [`ForwardOptions::added`].
+    pub fn takes_added_conditions(&self) -> bool {
+        self.add_embedding.is_some()
     }
 
     /// sample `[b, c, h, w]`, timestep, encoder states `[b, seq, dim]` -> noise prediction.
@@ -213,6 +241,17 @@ impl UNet2DConditionModel {
                 conditional_rows.len()
             );
         }
+        match (&self.add_embedding, opts.added) {
+            (Some(_), None) => candle_core::bail!(
+                "UNet: this UNet (addition_embed_type text_time, SDXL) needs the pooled text \
+                 embedding and the time ids"
+            ),
+            (None, Some(_)) => {
+                candle_core::bail!("UNet: added conditions given to a UNet that takes none")
+            }
+            (Some(e), Some(added)) => e.check(added, b)?,
+            (None, None) => {}
+        }
         let stop_at = match opts.stop_after {
             Some(path) => Some(self.layers.resolve(path)?),
             None => None,
@@ -225,7 +264,13 @@ impl UNet2DConditionModel {
             stop_at,
         };
         Ok(
-            match self.run(sample, timestep, encoder_hidden_states, &mut state)? {
+            match self.run(
+                sample,
+                timestep,
+                encoder_hidden_states,
+                opts.added,
+                &mut state,
+            )? {
                 Some(t) => UNetOutput::Full(t),
                 None => UNetOutput::Stopped,
             },
@@ -237,6 +282,7 @@ impl UNet2DConditionModel {
         sample: &Tensor,
         timestep: f64,
         context: &Tensor,
+        added: Option<&AddedCond>,
         state: &mut CallState,
     ) -> Result<Option<Tensor>> {
         let b = sample.dim(0)?;
@@ -250,6 +296,10 @@ impl UNet2DConditionModel {
             sample.device(),
         )?;
         let temb = self.time_embedding.forward(&t_proj)?;
+        let temb = match (&self.add_embedding, added) {
+            (Some(e), Some(added)) => (temb + e.forward(added, sample.dtype())?)?,
+            _ => temb,
+        };
 
         let mut h = self.conv_in.forward(sample)?;
         let mut skips = vec![h.clone()];
@@ -258,7 +308,9 @@ impl UNet2DConditionModel {
             h = out;
             skips.extend(res);
         }
-        h = or_stop!(self.mid_block.forward(&h, &temb, context, state)?);
+        if let Some(mid) = &self.mid_block {
+            h = or_stop!(mid.forward(&h, &temb, context, state)?);
+        }
         for block in &self.up_blocks {
             let n = block.num_skips();
             if skips.len() < n {
