@@ -106,7 +106,12 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let settings = match &args.model {
         Some(spec) => {
             let model = semi_run::ModelRef::resolve(spec, semi_diffusion::loading::Variant::Full)?;
-            semi_methods::check_store_model(&store, &model.fingerprint()?, spec)?;
+            semi_methods::check_store_model(
+                &store,
+                &model.fingerprint()?,
+                model.files.family,
+                spec,
+            )?;
             model.settings(&flags)?
         }
         None => semi_run::Settings::resolve(&flags, &semi_run::Choices::default())?,

@@ -3,6 +3,7 @@
 //! model and probe settings, into which the pairs a layout needs are collected first.
 
 use anyhow::{bail, Result};
+use semi_diffusion::family::Family;
 use semi_diffusion::pipeline::StableDiffusion;
 use semi_tickets::names::normalize_category;
 use semi_tickets::{
@@ -18,8 +19,29 @@ pub const CACHE_SEED: u64 = 0;
 pub const CACHE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Refuse a store whose scores came from another model (`model` names it in the message).
-pub fn check_store_model(store: &Store, model_fingerprint: &str, model: &str) -> Result<()> {
-    let theirs = &store.fingerprint().model;
+pub fn check_store_model(
+    store: &Store,
+    model_fingerprint: &str,
+    family: Family,
+    model: &str,
+) -> Result<()> {
+    let theirs = store.fingerprint();
+    if theirs.family != family.name() {
+        let label = |name: &str| {
+            Family::ALL
+                .iter()
+                .find(|f| f.name() == name)
+                .map_or(name.to_string(), |f| f.label().to_string())
+        };
+        bail!(
+            "the store {} holds {} tickets, but {model} is an {} model: tickets of two model \
+             families never mix; use a store collected with this model",
+            store.dir().display(),
+            label(&theirs.family),
+            family.label()
+        );
+    }
+    let theirs = &theirs.model;
     if theirs != model_fingerprint {
         bail!(
             "the store {} was made with another model (fingerprint {}...), not {model} ({}...); \

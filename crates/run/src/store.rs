@@ -68,7 +68,7 @@ pub fn open(
     probe.images_per_pass = spec.images_per_pass.max(1);
     if let Some(dir) = spec.given {
         let store = Store::open(dir)?;
-        semi_methods::check_store_model(&store, fingerprint, model.name())?;
+        semi_methods::check_store_model(&store, fingerprint, model.sd.files.family, model.name())?;
         check_store_schedule(&store, &model.sd, &probe)?;
         return Ok(store);
     }

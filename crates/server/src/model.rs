@@ -116,7 +116,12 @@ pub fn load(source: &ModelSource) -> Result<Loaded> {
     let store = match &source.store {
         Some(dir) => {
             let store = Store::open(dir)?;
-            semi_methods::check_store_model(&store, &fingerprint, &source.name)?;
+            semi_methods::check_store_model(
+                &store,
+                &fingerprint,
+                model.sd.files.family,
+                &source.name,
+            )?;
             let theirs = store.fingerprint();
             if (theirs.height as usize, theirs.width as usize) != (height, width) {
                 bail!(

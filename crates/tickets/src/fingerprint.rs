@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 pub struct ProbeFingerprint {
     /// Hash of the model's UNet and text-encoder weights and configs (the prober computes it).
     pub model: String,
+    /// The model family (`sd`, `sdxl`): tickets of SD 1.x/2.x and SDXL never mix, and a
+    /// refused store says so in these words. Written only when not `sd`, so older stores keep
+    /// their digest.
+    #[serde(default = "sd", skip_serializing_if = "is_sd")]
+    pub family: String,
     /// The probed attention layers, e.g. `["down_blocks.2.attentions.1.transformer_blocks.0.attn2"]`.
     pub layers: Vec<String>,
     /// The probe timestep (981 for SD 1.x with DDIM 50 steps, leading spacing, offset 1).
@@ -32,6 +37,14 @@ pub struct ProbeFingerprint {
     pub latent: [usize; 3],
     /// Ticket grid `[rows, cols]` = resolution of the probed layer (SD 1.x at 512: `[16, 16]`).
     pub grid: [usize; 2],
+}
+
+fn sd() -> String {
+    "sd".to_string()
+}
+
+fn is_sd(family: &String) -> bool {
+    family == "sd"
 }
 
 fn one() -> f64 {
@@ -138,6 +151,7 @@ impl ProbeFingerprint {
                 d.push(format!("{name}: {a} vs {b}"));
             }
         };
+        cmp("family", self.family.clone(), other.family.clone());
         cmp("model", self.model.clone(), other.model.clone());
         cmp(
             "layers",
@@ -232,6 +246,7 @@ mod tests {
     pub(crate) fn sd() -> ProbeFingerprint {
         ProbeFingerprint {
             model: "abc".into(),
+            family: "sd".into(),
             layers: vec!["down_blocks.2.attentions.1.transformer_blocks.0.attn2".into()],
             timestep: 981,
             input_scale: 1.0,

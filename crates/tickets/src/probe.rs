@@ -12,10 +12,13 @@
 //!   UNets and sizes: the grid level is the down block with cross-attention whose grid (latent
 //!   size / its downsampling) is nearest [`TARGET_GRID`] = 16 cells a side, the paper's 256 cells
 //!   (SD 1.x at 512: down block 2, 16x16; the 32x32 pixel-space toy model: down block 1, 16x16
-//!   cells of 2x2 pixels); on a tie, the deeper block. The default layer is the second
-//!   cross-attention layer of the down path at that level, or the last one when it has only
-//!   one. [`LayerChoice::All`] probes every cross-attention layer at that resolution (down, mid
-//!   where it matches, and up, prompt-to-prompt style).
+//!   cells of 2x2 pixels); on a tie, the deeper block. The default layer is the first
+//!   cross-attention layer of the level's second transformer (`attentions.1`), or of its last
+//!   transformer when it has one. SDXL at 1024x1024 (latent 128): down block 2 (32x32 cells of
+//!   4x4 latent pixels = 32x32 image pixels, the cell of SD 1.x at 512; down block 1's 64x64 is
+//!   an octave further from 16), whose second transformer's first of 10 layers is the authors'
+//!   path again. [`LayerChoice::All`] probes every cross-attention layer at that resolution
+//!   (down, mid where it matches, and up, prompt-to-prompt style).
 //! - The pass stops right after the last probed layer (the layer's values `probs @ V` and
 //!   everything later are never computed).
 //! - Map: softmax probabilities over all 77 tokens, averaged over heads; a category's column is
@@ -174,7 +177,29 @@ pub fn plan_layers(
                     .filter(|(_, g, p)| *p == Place::Down && *g == f)
                     .map(|(path, _, _)| path)
                     .collect();
-                vec![at.get(1).unwrap_or(&at[at.len() - 1]).to_string()]
+                // The level's transformers (`down_blocks.i.attentions.k`) in order: the second
+                // one's first layer, or the last transformer's when the level has one.
+                let transformer = |path: &str| -> String {
+                    path.split(".transformer_blocks.")
+                        .next()
+                        .unwrap_or(path)
+                        .to_string()
+                };
+                let mut transformers: Vec<String> = Vec::new();
+                for p in &at {
+                    let t = transformer(p);
+                    if !transformers.contains(&t) {
+                        transformers.push(t);
+                    }
+                }
+                let chosen = transformers
+                    .get(1)
+                    .unwrap_or(&transformers[transformers.len() - 1]);
+                let first = at
+                    .iter()
+                    .find(|p| transformer(p) == *chosen)
+                    .expect("the transformer has a cross-attention layer");
+                vec![first.to_string()]
             }
         }
         LayerChoice::All => {
@@ -398,6 +423,7 @@ impl<'a> SdProber<'a> {
         let init_noise_sigma = scheduler.init_noise_sigma();
         let fingerprint = ProbeFingerprint {
             model: model_fingerprint,
+            family: sd.files.family.name().to_string(),
             layers: plan.layers.clone(),
             timestep,
             input_scale,

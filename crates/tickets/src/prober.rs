@@ -108,6 +108,7 @@ impl FakeProber {
     pub fn small_fingerprint(model: &str) -> ProbeFingerprint {
         ProbeFingerprint {
             model: model.to_string(),
+            family: "sd".into(),
             layers: vec!["fake.attn2".to_string()],
             timestep: 981,
             input_scale: 1.0,

@@ -228,3 +228,40 @@ fn model_fingerprint_is_cached_on_disk() {
         real
     );
 }
+
+/// SDXL's topology (tiny-sdxl: no cross-attention in down block 0, then two levels): at a
+/// 128x128 latent (SDXL's 1024x1024) the rule takes down block 2, 32x32 cells of 4x4 latent
+/// pixels, and its second transformer's first layer: the authors' path. The probe runs with
+/// SDXL's added conditions and records the family in the fingerprint.
+#[test]
+fn sdxl_plan_and_probe() {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../diffusion/tests/fixtures/tiny-sdxl");
+    let sd = StableDiffusion::load(&dir, &Device::Cpu, DType::F32, Variant::Full).unwrap();
+    let plan = plan_layers(&sd.unet, (128, 128), &LayerChoice::Default).unwrap();
+    assert_eq!(
+        plan.layers,
+        ["down_blocks.2.attentions.1.transformer_blocks.0.attn2"]
+    );
+    assert_eq!((plan.factor, plan.grid), (4, [32, 32]));
+    // SDXL-Turbo's 512x512 (latent 64): the same layer, 16x16 cells.
+    let turbo = plan_layers(&sd.unet, (64, 64), &LayerChoice::Default).unwrap();
+    assert_eq!(turbo.grid, [16, 16]);
+    // Block 2 has two transformers of depth 2: `all` takes every cross-attention layer of that
+    // resolution (4 down, 2 mid, 6 up).
+    let all = plan_layers(&sd.unet, (64, 64), &LayerChoice::All).unwrap();
+    assert_eq!(all.layers.len(), 4 + 2 + 6, "{:?}", all.layers);
+
+    let mut prober = SdProber::new(&sd, "m".into(), &ProbeOptions::new(128, 128)).unwrap();
+    let fp = prober.fingerprint();
+    assert_eq!(fp.family, "sdxl");
+    assert_eq!(fp.grid, [16, 16]);
+    let z = semi_diffusion::noise::randn(0, &[1, 4, 64, 64], &Device::Cpu).unwrap();
+    let (a, b) = prober.probe(&z, ("dog", "car")).unwrap();
+    assert_eq!((a.len(), b.len()), (256, 256));
+    for m in [&a, &b] {
+        let max = m.iter().cloned().fold(f32::MIN, f32::max);
+        let min = m.iter().cloned().fold(f32::MAX, f32::min);
+        assert!((max - 1.0).abs() < 1e-6 && min.abs() < 1e-6);
+    }
+}

@@ -133,7 +133,7 @@ impl UNetConfig {
         parse_validated(text, "unet config", Self::FIELDS, &[], Self::validate)
     }
 
-    /// Rejects every setting that SD 1.x/2.x never use and that we therefore do not implement.
+    /// Rejects every setting that SD 1.x/2.x/XL never use and that we therefore do not implement.
     pub fn validate(&self, what: &str) -> Result<()> {
         let n = self.block_out_channels.len();
         if n == 0 {
@@ -545,5 +545,98 @@ mod tests {
         assert_eq!(cfg.default_image_size(8), Some((512, 512)));
         let cfg = UNetConfig::parse("{}").unwrap();
         assert_eq!(cfg.default_image_size(8), None);
+    }
+
+    /// SDXL base 1.0's `unet/config.json` as published.
+    const SDXL_BASE: &str = r#"{"_class_name":"UNet2DConditionModel","_diffusers_version":"0.19.0.dev0",
+        "act_fn":"silu","addition_embed_type":"text_time","addition_embed_type_num_heads":64,
+        "addition_time_embed_dim":256,"attention_head_dim":[5,10,20],"block_out_channels":[320,640,1280],
+        "center_input_sample":false,"class_embed_type":null,"class_embeddings_concat":false,
+        "conv_in_kernel":3,"conv_out_kernel":3,"cross_attention_dim":2048,"cross_attention_norm":null,
+        "down_block_types":["DownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D"],
+        "downsample_padding":1,"dual_cross_attention":false,"encoder_hid_dim":null,
+        "encoder_hid_dim_type":null,"flip_sin_to_cos":true,"freq_shift":0,"in_channels":4,
+        "layers_per_block":2,"mid_block_only_cross_attention":null,"mid_block_scale_factor":1,
+        "mid_block_type":"UNetMidBlock2DCrossAttn","norm_eps":1e-05,"norm_num_groups":32,
+        "num_attention_heads":null,"num_class_embeds":null,"only_cross_attention":false,
+        "out_channels":4,"projection_class_embeddings_input_dim":2816,"resnet_out_scale_factor":1.0,
+        "resnet_skip_time_act":false,"resnet_time_scale_shift":"default","sample_size":128,
+        "time_cond_proj_dim":null,"time_embedding_act_fn":null,"time_embedding_dim":null,
+        "time_embedding_type":"positional","timestep_post_act":null,
+        "transformer_layers_per_block":[1,2,10],
+        "up_block_types":["CrossAttnUpBlock2D","CrossAttnUpBlock2D","UpBlock2D"],
+        "upcast_attention":null,"use_linear_projection":true}"#;
+
+    #[test]
+    fn sdxl_base_config_resolves() {
+        let cfg = UNetConfig::parse(SDXL_BASE).unwrap();
+        assert_eq!(cfg.text_time(), Some((256, 2816)));
+        assert!(!cfg.upcasts_attention());
+        let down = cfg.down_blocks().unwrap();
+        assert!(down[0].transformer_layers.is_empty());
+        assert_eq!(down[2].transformer_layers, vec![10, 10]);
+        let up = cfg.up_blocks().unwrap();
+        assert_eq!(up[0].transformer_layers, vec![10, 10, 10]);
+        assert_eq!(up[1].transformer_layers, vec![2, 2, 2]);
+        assert_eq!(cfg.mid_kind("x").unwrap(), MidKind::CrossAttn);
+        assert_eq!(cfg.mid_depth().unwrap(), 10);
+        assert_eq!(cfg.default_image_size(8), Some((1024, 1024)));
+    }
+
+    #[test]
+    fn ssd1b_per_layer_depths_resolve() {
+        let text = SDXL_BASE
+            .replace(
+                r#""transformer_layers_per_block":[1,2,10]"#,
+                r#""transformer_layers_per_block":[[1],[2,2],[4,4]],
+                   "reverse_transformer_layers_per_block":[[4,4,10],[2,1,1],1]"#,
+            )
+            .replace(r#""UNetMidBlock2DCrossAttn""#, r#""UNetMidBlock2D""#);
+        let cfg = UNetConfig::parse(&text).unwrap();
+        assert_eq!(cfg.mid_kind("x").unwrap(), MidKind::ResnetOnly);
+        assert_eq!(cfg.down_blocks().unwrap()[1].transformer_layers, vec![2, 2]);
+        let up = cfg.up_blocks().unwrap();
+        assert_eq!(up[0].transformer_layers, vec![4, 4, 10]);
+        assert_eq!(up[1].transformer_layers, vec![2, 1, 1]);
+        assert!(up[2].transformer_layers.is_empty());
+
+        // Per-layer depths need the reverse list, as in diffusers.
+        let err = UNetConfig::parse(&text.replace(
+            r#""reverse_transformer_layers_per_block":[[4,4,10],[2,1,1],1]"#,
+            r#""reverse_transformer_layers_per_block":null"#,
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("reverse_transformer_layers_per_block"),
+            "{err:#}"
+        );
+        // Too few depths for a block's layers.
+        let err = UNetConfig::parse(&text.replace("[2,1,1]", "[2,1]")).unwrap_err();
+        assert!(format!("{err:#}").contains("block 1"), "{err:#}");
+    }
+
+    #[test]
+    fn unimplemented_sdxl_relatives_are_named() {
+        let err =
+            UNetConfig::parse(&SDXL_BASE.replace(r#""text_time""#, r#""text_image""#)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("addition_embed_type"),
+            "{err:#}"
+        );
+        let err = UNetConfig::parse(&SDXL_BASE.replace(
+            r#""UNetMidBlock2DCrossAttn""#,
+            r#""UNetMidBlock2DSimpleCrossAttn""#,
+        ))
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("mid_block_type"), "{err:#}");
+        let err = UNetConfig::parse(&SDXL_BASE.replace(
+            r#""projection_class_embeddings_input_dim":2816"#,
+            r#""projection_class_embeddings_input_dim":null"#,
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("projection_class_embeddings_input_dim"),
+            "{err:#}"
+        );
     }
 }

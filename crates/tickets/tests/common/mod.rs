@@ -92,6 +92,7 @@ impl Prober for TableProber {
 pub fn tiny_fingerprint() -> ProbeFingerprint {
     ProbeFingerprint {
         model: "table".into(),
+        family: "sd".into(),
         layers: vec!["table.attn2".into()],
         timestep: 981,
         input_scale: 1.0,
