@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
+use semi_diffusion::family::Family;
 use semi_diffusion::image::ImageParams;
 use semi_diffusion::latents_io::read_latents;
 use semi_diffusion::pipeline::StepEvent;
@@ -60,6 +61,8 @@ pub struct Run {
     pub settings: Settings,
     pub options: MethodOptions,
     pub sampling: Sampling,
+    /// The model's family (`sd`, `sdxl`), recorded in the sidecar.
+    pub family: Family,
 }
 
 /// Read a layout file; a layout without `width`/`height` gets `native` (width, height) when
@@ -204,6 +207,7 @@ impl Run {
             settings,
             options,
             sampling,
+            family: model.files.family,
         })
     }
 
@@ -271,6 +275,7 @@ impl Run {
         if let Some(s) = &self.sampling.scheduler {
             extra.insert("scheduler".into(), s.describe());
         }
+        extra.insert("family".into(), json!(self.family.name()));
         ImageParams {
             prompt: self.layout.prompt.clone(),
             negative_prompt: self.layout.negative_prompt.clone().unwrap_or_default(),

@@ -305,3 +305,27 @@ async fn a_flood_of_cancelled_jobs_keeps_the_finished_images() {
     let r = http.get(&format!("/api/jobs/{done}/image.png")).await;
     assert_eq!(r.status, 200, "the finished image was pushed out");
 }
+
+/// An SDXL model serves unchanged: a SemI job with its layout, and the first-step attention.
+#[tokio::test]
+async fn an_sdxl_model_serves_semi_jobs() {
+    let http = Http::new(common::start_fixture("tiny-sdxl").await);
+    let info = http.get("/api/info").await.json();
+    assert_eq!(info["model"]["width"], 32);
+    let layout = json!({"prompt": "a photo of a dog and a car", "seed": 1, "objects": [
+        {"phrase": "dog", "category": "dog", "bbox": [0.0, 0.0, 0.5, 0.5]},
+        {"phrase": "car", "category": "car", "bbox": [0.5, 0.5, 1.0, 1.0]}]});
+    let r = http
+        .post_json(
+            "/api/jobs",
+            &json!({"layout": layout, "steps": 2, "init": "semi"}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", String::from_utf8_lossy(&r.body));
+    let id = r.json()["id"].as_u64().unwrap();
+    let job = http.wait_job(id, Duration::from_secs(300)).await;
+    assert_eq!(job["status"], "done", "{job}");
+    let att = http.get(job["attention"].as_str().unwrap()).await.json();
+    assert_eq!(att["maps"].as_array().unwrap().len(), 2);
+    assert!(!att["cells"].is_null(), "SemI fills cells");
+}

@@ -184,3 +184,21 @@ pub fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
     buf.truncate(info.buffer_size());
     (info.width, info.height, buf)
 }
+
+/// Start a server for a fixture model of `crates/diffusion/tests/fixtures` (e.g. `tiny-sdxl`).
+pub async fn start_fixture(name: &str) -> SocketAddr {
+    test_cache();
+    let mut options = ServeOptions::new(ModelSource {
+        dir: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../diffusion/tests/fixtures")
+            .join(name),
+        name: name.into(),
+        toy: false,
+        store: None,
+    });
+    options.port = 0;
+    semi_server::start(options)
+        .await
+        .expect("server starts")
+        .addr
+}
