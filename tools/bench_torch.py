@@ -27,12 +27,31 @@ SD15_VAE = dict(
     layers_per_block=2, norm_num_groups=32, out_channels=3, sample_size=512,
     up_block_types=["UpDecoderBlock2D"] * 4,
 )
+SD15_SCHEDULER = dict(
+    beta_end=0.012, beta_schedule="scaled_linear", beta_start=0.00085, num_train_timesteps=1000,
+    set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1, trained_betas=None,
+    clip_sample=False,
+)
+SDXL_UNET = dict(
+    addition_embed_type="text_time", addition_time_embed_dim=256, attention_head_dim=[5, 10, 20],
+    block_out_channels=[320, 640, 1280], cross_attention_dim=2048,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    layers_per_block=2, projection_class_embeddings_input_dim=2816, sample_size=128,
+    transformer_layers_per_block=[1, 2, 10], upcast_attention=None, use_linear_projection=True,
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+)
 ROWS = [
     "UNet forward, batch 1",
     "UNet forward, batch 2",
     "probe pass (to down_blocks.2.attentions.1), batch 1",
     "CLIP text encoder, batch 1",
     "VAE decode, batch 1",
+]
+# Rows run only when named with --only, as in crates/bench/src/models.rs.
+ON_REQUEST = [
+    "denoising, 50 DDIM steps (UNet batch 2)",
+    "denoising, 20 DPM++ 2M steps (UNet batch 2)",
+    "SDXL-size UNet at 1024x1024, batch 1",
 ]
 
 
@@ -95,7 +114,9 @@ def main():
     dev = torch.device(a.device)
     dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     names = [r + a.suffix for r in ROWS]
+    extra = [r + a.suffix for r in ON_REQUEST]
     wanted = lambda w: not a.only or any(o in w for o in a.only)
+    requested = lambda w: any(o in w for o in a.only)
     h, w = a.height // 8, a.width // 8
     rows = []
     x = lambda t: t.to(device=dev, dtype=dt)
@@ -146,6 +167,37 @@ def main():
             vae = AutoencoderKL(**SD15_VAE).eval().to(device=dev, dtype=dt)
             z = x(torch.randn(1, 4, h, w))
             rows.append(time_row(names[4], a.runs, lambda: vae.decode(z), dev))
+        if requested(extra[0]) or requested(extra[1]):
+            from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
+
+            unet = UNet2DConditionModel(**SD15_UNET).eval().to(device=dev, dtype=dt)
+            init, text = torch.randn(1, 4, h, w), x(torch.randn(2, 77, 768))
+
+            def denoise(scheduler, steps):
+                scheduler.set_timesteps(steps)
+                latents = x(init * scheduler.init_noise_sigma)
+                for t in scheduler.timesteps:
+                    inp = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+                    uncond, cond = unet(inp, t, text).sample.chunk(2)
+                    pred = uncond + 7.5 * (cond - uncond)
+                    latents = scheduler.step(pred, t, latents).prev_sample
+                return latents
+
+            for work, cls, steps in [(extra[0], DDIMScheduler, 50), (extra[1], DPMSolverMultistepScheduler, 20)]:
+                if requested(work):
+                    sched = cls.from_config(dict(SD15_SCHEDULER, _class_name="PNDMScheduler"))
+                    rows.append(time_row(work, a.runs, lambda: denoise(sched, steps), dev))
+            del unet
+        if requested(extra[2]):
+            from diffusers import UNet2DConditionModel
+
+            unet = UNet2DConditionModel(**SDXL_UNET).eval().to(device=dev, dtype=dt)
+            s1, c1 = x(torch.randn(1, 4, 128, 128)), x(torch.randn(1, 77, 2048))
+            added = {"text_embeds": x(torch.randn(1, 1280)),
+                     "time_ids": x(torch.tensor([[1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]]))}
+            t = torch.tensor(981.0, device=dev)
+            rows.append(time_row(extra[2], a.runs, lambda: unet(s1, t, c1, added_cond_kwargs=added), dev))
+            del unet
     json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
               sys.stdout)
     print()

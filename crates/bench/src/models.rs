@@ -12,12 +12,14 @@ use crate::random_weights::{build_seeded_with, DEFAULT_BASE_SEED};
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
+use semi_diffusion::config::SchedulerConfig;
 use semi_diffusion::config::{TextEncoderConfig, UNetConfig, VaeConfig};
 use semi_diffusion::controller::AttentionRecorder;
 use semi_diffusion::noise;
 use semi_diffusion::precision::Precision;
+use semi_diffusion::schedulers::SchedulerSpec;
 use semi_diffusion::text_encoder::ClipTextModel;
-use semi_diffusion::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
+use semi_diffusion::unet::{AddedCond, ForwardOptions, UNet2DConditionModel, UNetOutput};
 use semi_diffusion::vae::AutoencoderKL;
 use std::time::Instant;
 
@@ -39,6 +41,21 @@ pub const SD15_VAE: &str = r#"{"act_fn":"silu","block_out_channels":[128,256,512
 ["DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D","DownEncoderBlock2D"],"in_channels":3,
 "latent_channels":4,"layers_per_block":2,"norm_num_groups":32,"out_channels":3,"sample_size":512,
 "up_block_types":["UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D","UpDecoderBlock2D"]}"#;
+
+/// SD 1.5's scheduler config (`scheduler/scheduler_config.json`), from which the denoising rows
+/// configure DDIM and DPM-Solver++ as a pipeline's `from_config` does.
+pub const SD15_SCHEDULER: &str = r#"{"_class_name":"PNDMScheduler","beta_end":0.012,
+"beta_schedule":"scaled_linear","beta_start":0.00085,"num_train_timesteps":1000,
+"set_alpha_to_one":false,"skip_prk_steps":true,"steps_offset":1,"trained_betas":null,
+"clip_sample":false}"#;
+
+/// SDXL base 1.0's UNet config (`unet/config.json`, the fields that differ from the defaults).
+pub const SDXL_UNET: &str = r#"{"addition_embed_type":"text_time","addition_time_embed_dim":256,
+"attention_head_dim":[5,10,20],"block_out_channels":[320,640,1280],"cross_attention_dim":2048,
+"down_block_types":["DownBlock2D","CrossAttnDownBlock2D","CrossAttnDownBlock2D"],
+"layers_per_block":2,"projection_class_embeddings_input_dim":2816,"sample_size":128,
+"transformer_layers_per_block":[1,2,10],"upcast_attention":null,"use_linear_projection":true,
+"up_block_types":["CrossAttnUpBlock2D","CrossAttnUpBlock2D","UpBlock2D"]}"#;
 
 /// The layer the ticket probe stops after (docs/design.md 1.1).
 pub const PROBE_LAYER: &str = "down_blocks.2.attentions.1.transformer_blocks.0.attn2";
@@ -302,7 +319,7 @@ fn run_rows(
         "generation memory: text encoder x2, UNet batch 2, VAE decode, all loaded{suffix}"
     );
     // Only on request (it builds all three models at once): `--only generation`.
-    if opts.only.iter().any(|o| gen_row.contains(o.as_str())) {
+    if requested(opts, gen_row) {
         progress("building the SD-1.5-size text encoder, UNet and VAE together");
         let (te_cfg, unet_cfg) = (
             TextEncoderConfig::parse(SD15_TEXT)?,
@@ -328,6 +345,111 @@ fn run_rows(
             anyhow::Ok(())
         })?);
     }
+    denoising_rows(opts, precision, &suffix, rows, progress)?;
+    sdxl_row(opts, precision, &suffix, rows, progress)?;
+    Ok(())
+}
+
+/// Rows run only when named with `--only` (minutes each on a CPU).
+fn requested(opts: &BenchOptions, work: &str) -> bool {
+    opts.only.iter().any(|o| work.contains(o.as_str()))
+}
+
+/// `--only denoising`: the denoising loop of one image (classifier-free guidance: UNet batch 2,
+/// then the scheduler's step) with 50 DDIM steps and with 20 DPM-Solver++ 2M steps, on the
+/// SD-1.5-size UNet at the bench size. Text encoding and decoding are the same for both and
+/// left out, so the ratio of the two rows is the cost of a 20-step DPM++ image against a
+/// 50-step DDIM one: the sampler's own work is noise next to the UNet's.
+fn denoising_rows(
+    opts: &BenchOptions,
+    precision: Precision,
+    suffix: &str,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let cases = [
+        (
+            "ddim",
+            50,
+            format!("denoising, 50 DDIM steps (UNet batch 2){suffix}"),
+        ),
+        (
+            "dpm++2m",
+            20,
+            format!("denoising, 20 DPM++ 2M steps (UNet batch 2){suffix}"),
+        ),
+    ];
+    if !cases.iter().any(|(_, _, w)| requested(opts, w)) {
+        return Ok(());
+    }
+    let dev = opts.device.clone();
+    let dt = precision.compute;
+    let (h, w) = (opts.height / 8, opts.width / 8);
+    progress("building the SD-1.5-size UNet with random weights");
+    let cfg = UNetConfig::parse(SD15_UNET)?;
+    let unet = seeded(precision, &dev, |vb| UNet2DConditionModel::new(vb, &cfg))?;
+    let sched_cfg = SchedulerConfig::parse(SD15_SCHEDULER)?;
+    let init = randn(7, &[1, 4, h, w], &dev, DType::F32)?;
+    let text = randn(8, &[2, 77, 768], &dev, dt)?;
+    for (name, steps, work) in &cases {
+        if !requested(opts, work) {
+            continue;
+        }
+        let spec = SchedulerSpec::resolve(name, &[], &sched_cfg)?;
+        rows.push(time_row(work, opts.runs, &dev, progress, || {
+            let mut scheduler = spec.build(0.0)?;
+            scheduler.set_timesteps(*steps)?;
+            let timesteps = scheduler.timesteps().to_vec();
+            let mut latents = (&init * scheduler.init_noise_sigma())?.to_dtype(dt)?;
+            for t in timesteps {
+                let input = Tensor::cat(&[&latents, &latents], 0)?;
+                let input = scheduler.scale_model_input(&input, t)?;
+                let pred = unet.forward(&input, t, &text)?;
+                let (uncond, cond) = (pred.i(0..1)?, pred.i(1..2)?);
+                let pred = (&uncond + ((cond - &uncond)? * 7.5)?)?;
+                latents = scheduler.step(&pred, t, &latents, None)?.prev_sample;
+            }
+            anyhow::Ok(latents)
+        })?);
+    }
+    Ok(())
+}
+
+/// `--only sdxl`: one SDXL-base-size UNet forward at 1024x1024, batch 1, with its added
+/// conditions (random weights): the time, and the peak memory of holding and running it.
+fn sdxl_row(
+    opts: &BenchOptions,
+    precision: Precision,
+    suffix: &str,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let work = format!("SDXL-size UNet at 1024x1024, batch 1{suffix}");
+    if !requested(opts, &work) {
+        return Ok(());
+    }
+    let dev = opts.device.clone();
+    let dt = precision.compute;
+    progress("building the SDXL-size UNet with random weights (2.6 billion)");
+    let cfg = UNetConfig::parse(SDXL_UNET)?;
+    let unet = seeded(precision, &dev, |vb| UNet2DConditionModel::new(vb, &cfg))?;
+    let sample = randn(7, &[1, 4, 128, 128], &dev, dt)?;
+    let text = randn(8, &[1, 77, 2048], &dev, dt)?;
+    let added = AddedCond {
+        text_embeds: randn(9, &[1, 1280], &dev, dt)?,
+        time_ids: vec![vec![1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]],
+    };
+    rows.push(time_row(&work, opts.runs, &dev, progress, || {
+        unet.forward_with(
+            &sample,
+            981.0,
+            &text,
+            ForwardOptions {
+                added: Some(&added),
+                ..Default::default()
+            },
+        )
+    })?);
     Ok(())
 }
 

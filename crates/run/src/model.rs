@@ -55,9 +55,14 @@ impl ModelRef {
         })
     }
 
-    /// The settings of a run: `flags`, else this model's file, else the paper's defaults.
+    /// The settings of a run: `flags`, else this model's file, else its family's defaults, else
+    /// the paper's.
     pub fn settings(&self, flags: &Choices) -> Result<Settings> {
-        Settings::resolve(flags, &self.choices)
+        Settings::resolve_with(
+            flags,
+            &self.choices,
+            &crate::settings::family_defaults(self.files.family),
+        )
     }
 
     /// The weights' fingerprint (computed once per file state, cached on disk).

@@ -1,7 +1,8 @@
 //! The settings a run resolves, each from the first place that gives it: an explicit flag, then
 //! the model's `semi.json` (a small file next to `model_index.json` with the model's measured
-//! settings), then the paper's defaults (docs/design.md 1.7). The sidecar records every value
-//! with its source.
+//! settings), then its family's defaults ([`family_defaults`]: SDXL's guidance 5, as diffusers'
+//! SDXL pipeline), then the paper's defaults (docs/design.md 1.7). The sidecar records every
+//! value with its source.
 //!
 //! Each setting is declared once, in the [`settings!`] table below: its name (the key in
 //! `semi.json`), type, default and doc. A key of `semi.json` that is not in the table is an
@@ -11,6 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use semi_diffusion::config::SchedulerConfig;
+use semi_diffusion::family::Family;
 use semi_diffusion::schedulers::SchedulerSpec;
 use semi_tickets::Rule;
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,8 @@ pub enum Source {
     Flag,
     /// The model's `semi.json`.
     Model,
+    /// The default of the model's family (SDXL's own, where it differs from the paper's).
+    Family,
     /// The paper's default.
     Default,
 }
@@ -45,6 +49,7 @@ impl Source {
         match self {
             Source::Flag => "",
             Source::Model => " (from the model's semi.json)",
+            Source::Family => " (the model family's default)",
             Source::Default => " (the default)",
         }
     }
@@ -58,21 +63,14 @@ pub struct Setting<T> {
 }
 
 impl<T> Setting<T> {
-    fn pick(flag: Option<T>, model: Option<T>, default: T) -> Self {
-        match (flag, model) {
-            (Some(value), _) => Setting {
-                value,
-                source: Source::Flag,
-            },
-            (None, Some(value)) => Setting {
-                value,
-                source: Source::Model,
-            },
-            (None, None) => Setting {
-                value: default,
-                source: Source::Default,
-            },
-        }
+    fn pick(flag: Option<T>, model: Option<T>, family: Option<T>, default: T) -> Self {
+        let (value, source) = match (flag, model, family) {
+            (Some(v), _, _) => (v, Source::Flag),
+            (None, Some(v), _) => (v, Source::Model),
+            (None, None, Some(v)) => (v, Source::Family),
+            (None, None, None) => (default, Source::Default),
+        };
+        Setting { value, source }
     }
 }
 
@@ -95,8 +93,18 @@ macro_rules! settings {
         impl Settings {
             /// Flag, then model, then the paper's default, for each setting.
             pub fn resolve(flags: &Choices, model: &Choices) -> Result<Settings> {
+                Self::resolve_with(flags, model, &Choices::default())
+            }
+
+            /// Flag, then model, then the family's default, then the paper's, for each setting.
+            pub fn resolve_with(flags: &Choices, model: &Choices, family: &Choices) -> Result<Settings> {
                 let s = Settings {
-                    $( $name: Setting::pick(flags.$name.clone(), model.$name.clone(), $default), )*
+                    $( $name: Setting::pick(
+                        flags.$name.clone(),
+                        model.$name.clone(),
+                        family.$name.clone(),
+                        $default,
+                    ), )*
                 };
                 s.check()?;
                 Ok(s)
@@ -126,6 +134,18 @@ settings! {
     scheduler: String = "ddim".to_string(),
     /// Overrides of the scheduler config, `key=value` (e.g. `use_karras_sigmas=true`).
     scheduler_options: Vec<String> = Vec::new(),
+}
+
+/// The defaults of a model family where they differ from the paper's: SDXL's guidance scale 5,
+/// the default of diffusers' `StableDiffusionXLPipeline` (7.5 over-saturates SDXL images).
+pub fn family_defaults(family: Family) -> Choices {
+    match family {
+        Family::Sd => Choices::default(),
+        Family::Sdxl => Choices {
+            guidance_scale: Some(5.0),
+            ..Choices::default()
+        },
+    }
 }
 
 impl Choices {
@@ -222,6 +242,30 @@ mod tests {
         );
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["t_bg"]["source"], "model");
+    }
+
+    #[test]
+    fn sdxl_gets_its_familys_guidance_below_flags_and_files() {
+        let family = family_defaults(Family::Sdxl);
+        let s = Settings::resolve_with(&Choices::default(), &Choices::default(), &family).unwrap();
+        assert_eq!(
+            (s.guidance_scale.value, s.guidance_scale.source),
+            (5.0, Source::Family)
+        );
+        assert_eq!(s.t_obj.source, Source::Default);
+        let model = Choices {
+            guidance_scale: Some(6.0),
+            ..Choices::default()
+        };
+        let s = Settings::resolve_with(&Choices::default(), &model, &family).unwrap();
+        assert_eq!(s.guidance_scale.value, 6.0);
+        assert_eq!(
+            serde_json::to_value(
+                Settings::resolve_with(&Choices::default(), &Choices::default(), &family).unwrap()
+            )
+            .unwrap()["guidance_scale"]["source"],
+            "family"
+        );
     }
 
     #[test]
