@@ -189,7 +189,7 @@ fn prepare_with(
 /// The layout's objects with their token positions in the layout's prompt. An object the
 /// prompt names only past the text encoder's last token is an error saying so.
 fn guided_objects(sd: &StableDiffusion, layout: &Layout) -> Result<Vec<GuidedObject>> {
-    let tok = &sd.tokenizer();
+    let tok = sd.tokenizer();
     let ids = tok.encode(&layout.prompt)?;
     if let Some(n) = tok.cut(&layout.prompt)? {
         let full = tok.encode_full(&layout.prompt)?;

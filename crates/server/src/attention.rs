@@ -25,7 +25,7 @@ fn category_tokens(
     ids: &[u32],
     category: &str,
 ) -> Option<Vec<usize>> {
-    let tok = &m.model.sd.tokenizer();
+    let tok = m.model.sd.tokenizer();
     let mut candidates = vec![
         category.to_lowercase(),
         format!("{}s", category.to_lowercase()),

@@ -595,7 +595,7 @@ impl Prober for SdProber<'_> {
     }
 
     fn check_pair(&self, (c1, c2): (&str, &str)) -> Result<()> {
-        category_spans(&self.sd.tokenizer(), &self.template, c1, c2).map(|_| ())
+        category_spans(self.sd.tokenizer(), &self.template, c1, c2).map(|_| ())
     }
 
     fn probe(&mut self, noise: &Tensor, pair: (&str, &str)) -> Result<(Vec<f32>, Vec<f32>)> {
@@ -621,7 +621,7 @@ impl Prober for SdProber<'_> {
         let mut prompts = Vec::with_capacity(pairs.len());
         let mut spans = Vec::with_capacity(pairs.len());
         for &(c1, c2) in pairs {
-            let (_, s1, s2) = category_spans(&self.sd.tokenizer(), &self.template, c1, c2)?;
+            let (_, s1, s2) = category_spans(self.sd.tokenizer(), &self.template, c1, c2)?;
             prompts.push(self.fingerprint.prompt(c1, c2).to_lowercase());
             spans.push((s1, s2));
         }

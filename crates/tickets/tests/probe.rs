@@ -78,13 +78,13 @@ fn multi_token_names_are_summed() {
     // "dog" and "car" are two tokens each in the tiny vocabulary.
     assert_eq!(sd.tokenizer().encode_plain("dog").unwrap().len(), 2);
     let (ids, dog, car) =
-        category_spans(&sd.tokenizer(), "a {c1} and a {c2}", "dog", "car").unwrap();
+        category_spans(sd.tokenizer(), "a {c1} and a {c2}", "dog", "car").unwrap();
     assert_eq!(dog, [2, 3]);
     assert_eq!(car, [6, 7]);
     assert_eq!(sd.tokenizer().encode_plain("car").unwrap().len(), 2);
     assert_eq!(ids, sd.tokenizer().encode("a dog and a car").unwrap());
     // A name inside the other gets its own tokens: "hot dog" then "dog".
-    let (_, a, b) = category_spans(&sd.tokenizer(), "a {c1} and a {c2}", "hot dog", "dog").unwrap();
+    let (_, a, b) = category_spans(sd.tokenizer(), "a {c1} and a {c2}", "hot dog", "dog").unwrap();
     assert!(
         a.len() >= 3 && b.len() == 2 && b[0] > *a.last().unwrap(),
         "{a:?} {b:?}"
