@@ -11,7 +11,7 @@ use clap::Args;
 use semi_bench::selection::{bench_requests, ensure_synthetic_store, time_rules};
 use semi_diffusion::config::UNetConfig;
 use semi_diffusion::controller::AttentionRecorder;
-use semi_diffusion::unet::{ForwardOptions, UNet2DConditionModel, UNetOutput};
+use semi_diffusion::unet::{AddedCond, ForwardOptions, UNet2DConditionModel, UNetOutput};
 use semi_tickets::probe::{plan_layers, LayerChoice, LayerPlan};
 use semi_tickets::Store;
 
@@ -65,9 +65,29 @@ fn bench_unet(
     let c = unet.config().in_channels;
     let x1 = semi_diffusion::noise::randn(7, &[1, c, latent.0, latent.1], &dev)?;
     let e1 = semi_diffusion::noise::randn(8, &[1, 77, context_dim], &dev)?;
+    // SDXL's added conditions: a pooled embedding of the width add_embedding expects, and six
+    // time ids.
+    let pooled = match unet.config().text_time() {
+        Some((time_dim, input)) => Some(semi_diffusion::noise::randn(
+            9,
+            &[1, input.saturating_sub(6 * time_dim)],
+            &dev,
+        )?),
+        None => None,
+    };
+    let added = |b: usize| -> Result<Option<AddedCond>> {
+        Ok(match &pooled {
+            Some(p) => Some(AddedCond {
+                text_embeds: p.repeat((b, 1))?,
+                time_ids: vec![vec![1024.0, 1024.0, 0.0, 0.0, 1024.0, 1024.0]; b],
+            }),
+            None => None,
+        })
+    };
     let probe = |b: usize| -> Result<f64> {
         let x = x1.repeat((b, 1, 1, 1))?;
         let e = e1.repeat((b, 1, 1))?;
+        let added = added(b)?;
         median_seconds(runs, || {
             let mut rec = AttentionRecorder::for_paths(plan.layers.clone());
             let out = unet.forward_with(
@@ -77,6 +97,7 @@ fn bench_unet(
                 ForwardOptions {
                     controller: Some(&mut rec),
                     stop_after: Some(&plan.stop_after),
+                    added: added.as_ref(),
                     ..Default::default()
                 },
             )?;
@@ -87,8 +108,17 @@ fn bench_unet(
     let forward = |b: usize| -> Result<f64> {
         let x = x1.repeat((b, 1, 1, 1))?;
         let e = e1.repeat((b, 1, 1))?;
+        let added = added(b)?;
         median_seconds(runs, || {
-            unet.forward(&x, timestep, &e)?;
+            unet.forward_with(
+                &x,
+                timestep,
+                &e,
+                ForwardOptions {
+                    added: added.as_ref(),
+                    ..Default::default()
+                },
+            )?;
             Ok(())
         })
     };
@@ -149,7 +179,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .context("the model has no sample_size to bench at")?;
         let shape = sd.latent_shape(h, w);
         let t = semi_tickets::probe::first_timestep(&sd, semi_tickets::probe::DEFAULT_STEPS)?;
-        let ctx = sd.files.text_encoder.config.hidden_size;
+        let ctx = sd.unet.context_dim();
         bench_unet(
             spec,
             &sd.unet,

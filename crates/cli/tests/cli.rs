@@ -53,7 +53,7 @@ fn fake_model(root: &Path) {
     write(
         root,
         "unet/config.json",
-        r#"{"sample_size": 8, "block_out_channels":[32,64],
+        r#"{"sample_size": 8, "block_out_channels":[32,64], "cross_attention_dim": 512,
         "down_block_types":["CrossAttnDownBlock2D","DownBlock2D"],
         "up_block_types":["UpBlock2D","CrossAttnUpBlock2D"]}"#,
     );

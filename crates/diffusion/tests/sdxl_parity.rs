@@ -233,3 +233,21 @@ fn tiny_sdxl_runs_match_diffusers() {
 fn tiny_sdxl_ssd_runs_match_diffusers() {
     runs("tiny-sdxl-ssd");
 }
+
+/// In half precision the SDXL VAE (its config says `force_upcast`) is built and decodes in f32,
+/// as diffusers' SDXL pipeline upcasts it; the UNet and text encoders stay in f16.
+#[test]
+fn sdxl_vae_upcasts_in_half_precision() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl");
+    let half = StableDiffusion::load(&dir, &Device::Cpu, DType::F16, Variant::Full).unwrap();
+    assert_eq!((half.dtype, half.vae_dtype), (DType::F16, DType::F32));
+    let f = fixture("tiny-sdxl");
+    let latents = &f.tensors["model_scheduler/final_latents"];
+    let image = half
+        .decode_raw(&latents.to_dtype(DType::F16).unwrap())
+        .unwrap();
+    assert_eq!(image.dtype(), DType::F32);
+    // Only the latents' rounding to f16 separates it from the f32 decode.
+    let e = rel_l2(&image, &f.tensors["model_scheduler/image"]);
+    assert!(e < 1e-2, "f16 latents, f32 decode: {e:e}");
+}

@@ -187,6 +187,11 @@ impl UNet2DConditionModel {
         &self.cfg
     }
 
+    /// The width of the text states the cross-attention layers read (`encoder_hidden_states`).
+    pub fn context_dim(&self) -> usize {
+        self.context_dim
+    }
+
     /// Whether the UNet takes added conditions (SDXL's `text_time`): [`ForwardOptions::added`].
     pub fn takes_added_conditions(&self) -> bool {
         self.add_embedding.is_some()
