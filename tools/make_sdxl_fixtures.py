@@ -46,7 +46,9 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_fixtures import OUT, check, gen, perturb, well_scaled, write_json, write_tokenizer  # noqa: E402
+from make_fixtures import (  # noqa: E402
+    OUT, check, gen, perturb, vae_sd1, well_scaled, write_json, write_tokenizer,
+)
 
 PROMPT = "a photo of a dog and a car"
 NEGATIVE = "blurry"
@@ -68,19 +70,8 @@ def text_config(tok, hidden, layers, heads, projection, act, eos=None):
     )
 
 
-VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 2,
-    up_block_types=["UpDecoderBlock2D"] * 2,
-    block_out_channels=[32, 64],
-    layers_per_block=1,
-    latent_channels=4,
-    norm_num_groups=32,
-    sample_size=64,
-    scaling_factor=0.13025,
-    force_upcast=True,
-)
+# make_fixtures.py's tiny VAE with SDXL's scaling factor and upcast flag.
+VAE = dict(vae_sd1(), scaling_factor=0.13025, force_upcast=True)
 
 # SDXL base 1.0's scheduler config (EulerDiscreteScheduler, leading, offset 1).
 SCHED_BASE = {
@@ -102,24 +93,14 @@ SCHED_BASE = {
     "use_karras_sigmas": False,
 }
 
-# SDXL-Turbo's (EulerAncestralDiscreteScheduler, trailing, offset 1).
-SCHED_TURBO = {
-    "_class_name": "EulerAncestralDiscreteScheduler",
-    "_diffusers_version": "0.24.0.dev0",
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "beta_start": 0.00085,
-    "clip_sample": False,
-    "interpolation_type": "linear",
-    "num_train_timesteps": 1000,
-    "prediction_type": "epsilon",
-    "sample_max_value": 1.0,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,
-    "steps_offset": 1,
-    "timestep_spacing": "trailing",
-    "trained_betas": None,
-}
+# SDXL-Turbo's: the same but EulerAncestralDiscreteScheduler with trailing spacing.
+SCHED_TURBO = dict(
+    SCHED_BASE,
+    _class_name="EulerAncestralDiscreteScheduler",
+    _diffusers_version="0.24.0.dev0",
+    timestep_spacing="trailing",
+)
+del SCHED_TURBO["use_karras_sigmas"]
 
 MODELS = {
     "tiny-sdxl": dict(

@@ -415,7 +415,7 @@ fn denoising_rows(
     Ok(())
 }
 
-/// `--only sdxl`: one SDXL-base-size UNet forward at 1024x1024, batch 1, with its added
+/// `--only SDXL`: one SDXL-base-size UNet forward at 1024x1024, batch 1, with its added
 /// conditions (random weights): the time, and the peak memory of holding and running it.
 fn sdxl_row(
     opts: &BenchOptions,

@@ -35,6 +35,23 @@ impl Common {
         )
     }
 
+    /// The transformer after resnet `j` of a block with cross-attention (`None` without).
+    fn attention(
+        &self,
+        vb: VarBuilder,
+        registry: &mut LayerRegistry,
+        channels: usize,
+        spec: &BlockSpec,
+        j: usize,
+    ) -> Result<Option<Transformer2DModel>> {
+        if !spec.has_cross_attention {
+            return Ok(None);
+        }
+        let depth = spec.transformer_layers[j];
+        self.transformer(vb, registry, channels, spec, depth)
+            .map(Some)
+    }
+
     fn transformer(
         &self,
         vb: VarBuilder,
@@ -85,14 +102,9 @@ impl DownBlock {
         for j in 0..spec.layers {
             let cin = if j == 0 { in_channels } else { out_channels };
             resnets.push(common.resnet(vb.pp("resnets").pp(j), cin, out_channels, 1.0)?);
-            if spec.has_cross_attention {
-                let t = common.transformer(
-                    vb.pp("attentions").pp(j),
-                    registry,
-                    out_channels,
-                    spec,
-                    spec.transformer_layers[j],
-                )?;
+            if let Some(t) =
+                common.attention(vb.pp("attentions").pp(j), registry, out_channels, spec, j)?
+            {
                 attentions.push(t);
             }
         }
@@ -229,14 +241,9 @@ impl UpBlock {
             };
             let cin = if j == 0 { prev_channels } else { out_channels };
             resnets.push(common.resnet(vb.pp("resnets").pp(j), cin + skip, out_channels, 1.0)?);
-            if spec.has_cross_attention {
-                let t = common.transformer(
-                    vb.pp("attentions").pp(j),
-                    registry,
-                    out_channels,
-                    spec,
-                    spec.transformer_layers[j],
-                )?;
+            if let Some(t) =
+                common.attention(vb.pp("attentions").pp(j), registry, out_channels, spec, j)?
+            {
                 attentions.push(t);
             }
         }

@@ -29,13 +29,19 @@ fn test_cache() {
 
 /// Start a server for the toy model on 127.0.0.1, port 0 (a free one).
 pub async fn start_toy() -> SocketAddr {
-    test_cache();
-    let mut options = ServeOptions::new(ModelSource {
+    start(ModelSource {
         dir: toy_dir(),
         name: "toy".into(),
         toy: true,
         store: None,
-    });
+    })
+    .await
+}
+
+/// Start a server for `source` on 127.0.0.1, port 0.
+async fn start(source: ModelSource) -> SocketAddr {
+    test_cache();
+    let mut options = ServeOptions::new(source);
     options.port = 0;
     semi_server::start(options)
         .await
@@ -187,18 +193,13 @@ pub fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
 
 /// Start a server for a fixture model of `crates/diffusion/tests/fixtures` (e.g. `tiny-sdxl`).
 pub async fn start_fixture(name: &str) -> SocketAddr {
-    test_cache();
-    let mut options = ServeOptions::new(ModelSource {
+    start(ModelSource {
         dir: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../diffusion/tests/fixtures")
             .join(name),
         name: name.into(),
         toy: false,
         store: None,
-    });
-    options.port = 0;
-    semi_server::start(options)
-        .await
-        .expect("server starts")
-        .addr
+    })
+    .await
 }
