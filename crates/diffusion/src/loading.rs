@@ -421,11 +421,16 @@ impl ModelFiles {
             let (dir, files) = find_tokenizer(root, slot.tokenizer, &mut p);
             (cfg, weights, dir, files)
         });
-        if let (Some((unet, _)), Some((te, _))) = (&unet_cfg, &te_cfg) {
-            let mut width = te.hidden_size;
-            if let Some((Some((te2, _)), ..)) = &second {
-                width += te2.hidden_size;
-            }
+        // The text width against the UNet's, when every encoder's config could be read.
+        let second_width = match &second {
+            None => Some(0),
+            Some((Some((te2, _)), ..)) => Some(te2.hidden_size),
+            Some((None, ..)) => None,
+        };
+        if let (Some((unet, _)), Some((te, _)), Some(second_width)) =
+            (&unet_cfg, &te_cfg, second_width)
+        {
+            let width = te.hidden_size + second_width;
             if let Ok(blocks) = unet.down_blocks() {
                 if let Some(b) = blocks.last().filter(|b| b.cross_attention_dim != width) {
                     p.malformed.push(format!(

@@ -294,3 +294,62 @@ fn integer_tensors_and_tensors_without_a_place_are_refused_by_name() {
         "{err}"
     );
 }
+
+/// An SDXL folder is checked for its second text encoder and tokenizer in the same single error,
+/// and an XL pipeline class we do not run is named.
+#[test]
+fn sdxl_folders_are_checked_whole() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for entry in [
+        "model_index.json",
+        "unet",
+        "vae",
+        "scheduler",
+        "text_encoder",
+        "tokenizer",
+    ] {
+        copy(&fixture.join(entry), &root.join(entry));
+    }
+    let files = ModelFiles::check(&fixture, Variant::Full).unwrap();
+    assert_eq!(files.family, semi_diffusion::family::Family::Sdxl);
+    assert!(files.text_2.is_some());
+    let err = ModelFiles::check(root, Variant::Full)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("text_encoder_2/config.json") && err.contains("tokenizer_2/vocab.json"),
+        "{err}"
+    );
+    assert!(!err.contains("cross_attention_dim"), "{err}");
+
+    let index = std::fs::read_to_string(fixture.join("model_index.json")).unwrap();
+    write(
+        root,
+        "model_index.json",
+        &index.replace(
+            "StableDiffusionXLPipeline",
+            "StableDiffusionXLImg2ImgPipeline",
+        ),
+    );
+    let err = ModelFiles::check(root, Variant::Full)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("StableDiffusionXLImg2ImgPipeline is not supported"),
+        "{err}"
+    );
+}
+
+fn copy(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
