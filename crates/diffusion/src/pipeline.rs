@@ -357,6 +357,7 @@ impl StableDiffusion {
             );
         }
         let init_latents = latents.clone();
+        let mut finite = FiniteCheck::new(self.device.is_cpu());
         let rows = if guidance {
             vec![false, true]
         } else {
@@ -403,14 +404,7 @@ impl StableDiffusion {
             };
             let step = scheduler.step(&pred, t, &latents, noise.as_ref())?;
             latents = step.prev_sample;
-            if !all_finite(&latents)? {
-                bail!(
-                    "denoising produced NaN or infinite latents at step {i} of {} (timestep {t}); \
-                     the model's weights hold non-finite values, or its precision is too low \
-                     (try f32)",
-                    timesteps.len()
-                );
-            }
+            finite.after_step(&latents, i, &timesteps)?;
             on_step(StepEvent {
                 step: i,
                 num_steps: timesteps.len(),
@@ -419,6 +413,7 @@ impl StableDiffusion {
                 pred_original: &step.pred_original_sample,
             })?;
         }
+        finite.finish(&timesteps)?;
         let image = self.decode(&latents)?;
         Ok(Generated {
             image,
@@ -458,6 +453,57 @@ impl StableDiffusion {
 /// `(x * 0.5 + 0.5).clamp(0, 1)`: diffusers' `denormalize`.
 pub fn to_unit_range(raw: &Tensor) -> Result<Tensor> {
     Ok(raw.affine(0.5, 0.5)?.clamp(0f32, 1f32)?)
+}
+
+/// The check that denoising stays finite, naming the first step that was not. On the CPU each
+/// step is checked as it ends (reading a sum costs nothing there, and a bad run stops at once);
+/// on a GPU reading it back would stall the device queue every step, so each step's sum stays
+/// on the device and all are read once, after the loop.
+pub struct FiniteCheck {
+    each_step: bool,
+    sums: Vec<Tensor>,
+}
+
+impl FiniteCheck {
+    pub fn new(each_step: bool) -> Self {
+        Self {
+            each_step,
+            sums: Vec::new(),
+        }
+    }
+
+    /// After step `i` of `timesteps` produced `latents`.
+    pub fn after_step(&mut self, latents: &Tensor, i: usize, timesteps: &[f64]) -> Result<()> {
+        if self.each_step {
+            if !all_finite(latents)? {
+                return Err(non_finite(i, timesteps));
+            }
+        } else {
+            self.sums.push(latents.to_dtype(DType::F32)?.sum_all()?);
+        }
+        Ok(())
+    }
+
+    /// After the loop: the deferred sums, read in one transfer.
+    pub fn finish(&mut self, timesteps: &[f64]) -> Result<()> {
+        if self.sums.is_empty() {
+            return Ok(());
+        }
+        let sums = Tensor::stack(&std::mem::take(&mut self.sums), 0)?.to_vec1::<f32>()?;
+        match sums.iter().position(|s| !s.is_finite()) {
+            Some(i) => Err(non_finite(i, timesteps)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn non_finite(i: usize, timesteps: &[f64]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "denoising produced NaN or infinite latents at step {i} of {} (timestep {}); the \
+         model's weights hold non-finite values, or its precision is too low (try f32)",
+        timesteps.len(),
+        timesteps.get(i).copied().unwrap_or(f64::NAN)
+    )
 }
 
 /// Whether `t` holds no NaN and no infinity (one reduction: both survive a sum).
@@ -500,6 +546,25 @@ mod tests {
         let mut r = ok;
         r.guidance_scale = 1.0;
         assert!(!r.uses_guidance());
+    }
+
+    #[test]
+    fn deferred_finite_check_names_the_first_bad_step() {
+        let steps = [981.0, 961.0, 941.0];
+        let good = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let bad = Tensor::new(&[1f32, f32::NAN], &Device::Cpu).unwrap();
+        for each_step in [true, false] {
+            let mut check = FiniteCheck::new(each_step);
+            check.after_step(&good, 0, &steps).unwrap();
+            let at_once = check.after_step(&bad, 1, &steps);
+            assert_eq!(at_once.is_err(), each_step);
+            if !each_step {
+                check.after_step(&bad, 2, &steps).unwrap();
+                let e = check.finish(&steps).unwrap_err().to_string();
+                assert!(e.contains("step 1 of 3 (timestep 961)"), "{e}");
+            }
+        }
+        FiniteCheck::new(false).finish(&steps).unwrap();
     }
 
     #[test]
