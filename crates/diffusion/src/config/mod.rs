@@ -1,6 +1,6 @@
 //! Typed mirrors of the diffusers/transformers `config.json` files of a Stable Diffusion folder.
 //!
-//! Every field that diffusers writes for SD 1.x/2.x models is known here. A field that changes the
+//! Every field that diffusers writes for SD 1.x/2.x and SDXL models is known here. A field that changes the
 //! computation in a way we do not implement must keep its neutral value, otherwise loading fails
 //! with an error that names the file and the field: a model must never run silently wrong. Unknown
 //! fields are errors too; keys starting with `_` (`_class_name`, `_diffusers_version`, ...) are
