@@ -12,24 +12,10 @@ use semi_diffusion::schedulers::SchedulerSpec;
 use semi_diffusion::unet::{AddedCond, ForwardOptions, UNetOutput};
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::PathBuf;
+
+mod common;
 
 const BOUND: f64 = 1e-4;
-
-fn rel_l2(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.to_dtype(DType::F64).unwrap();
-    let b = b.to_dtype(DType::F64).unwrap();
-    let num = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap();
-    let den = b.sqr().unwrap().sum_all().unwrap();
-    let den = den.to_scalar::<f64>().unwrap();
-    let num = num.to_scalar::<f64>().unwrap();
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
-}
 
 struct Fixture {
     sd: StableDiffusion,
@@ -38,25 +24,23 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
-    let tensors =
-        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
-    let sd = StableDiffusion::load(&dir, &Device::Cpu, DType::F32, Variant::Full).unwrap();
+    let sd = StableDiffusion::load(
+        &common::fixture(name),
+        &Device::Cpu,
+        DType::F32,
+        Variant::Full,
+    )
+    .unwrap();
     assert_eq!(sd.files.family, Family::Sdxl);
     Fixture {
         sd,
-        reference,
-        tensors,
+        reference: common::reference_info(name),
+        tensors: common::references(name),
     }
 }
 
 fn check(name: &str, what: &str, got: &Tensor, want: &Tensor) {
-    let e = rel_l2(got, want);
+    let e = common::rel_err(got, want);
     eprintln!("{name} {what}: {e:.2e}");
     assert!(e < BOUND, "{name}: {what} differs from diffusers ({e:e})");
 }
@@ -238,7 +222,7 @@ fn tiny_sdxl_ssd_runs_match_diffusers() {
 /// as diffusers' SDXL pipeline upcasts it; the UNet and text encoders stay in f16.
 #[test]
 fn sdxl_vae_upcasts_in_half_precision() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sdxl");
+    let dir = common::fixture("tiny-sdxl");
     let half = StableDiffusion::load(&dir, &Device::Cpu, DType::F16, Variant::Full).unwrap();
     assert_eq!((half.dtype, half.vae_dtype), (DType::F16, DType::F32));
     let f = fixture("tiny-sdxl");
@@ -248,6 +232,6 @@ fn sdxl_vae_upcasts_in_half_precision() {
         .unwrap();
     assert_eq!(image.dtype(), DType::F32);
     // Only the latents' rounding to f16 separates it from the f32 decode.
-    let e = rel_l2(&image, &f.tensors["model_scheduler/image"]);
+    let e = common::rel_err(&image, &f.tensors["model_scheduler/image"]);
     assert!(e < 1e-2, "f16 latents, f32 decode: {e:e}");
 }

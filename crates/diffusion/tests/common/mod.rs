@@ -37,14 +37,25 @@ pub fn weights(model: &str, component: &str) -> VarBuilder<'static> {
     unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu).unwrap() }
 }
 
-/// ||a - b|| / ||b|| over all elements; shapes must match.
+/// ||a - b|| / ||b|| over all elements (||a - b|| when b is all zeros); shapes must match.
 pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     let a = a.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
     let b = b.to_dtype(DType::F64).unwrap().flatten_all().unwrap();
     let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap();
-    let norm = b.sqr().unwrap().sum_all().unwrap();
-    (diff.to_scalar::<f64>().unwrap() / norm.to_scalar::<f64>().unwrap()).sqrt()
+    let diff = diff.to_scalar::<f64>().unwrap();
+    let norm = b
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    if norm == 0.0 {
+        diff.sqrt()
+    } else {
+        (diff / norm).sqrt()
+    }
 }
 
 pub fn get<'a>(refs: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
