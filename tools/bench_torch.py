@@ -43,15 +43,16 @@ SDXL_UNET = dict(
 ROWS = [
     "UNet forward, batch 1",
     "UNet forward, batch 2",
-    "probe pass (to down_blocks.2.attentions.1), batch 1",
     "CLIP text encoder, batch 1",
     "VAE decode, batch 1",
 ]
+PROBE_ROW = "probe pass (to down_blocks.2.attentions.1), batch {}"
 # Rows run only when named with --only, as in crates/bench/src/models.rs.
 ON_REQUEST = [
     "denoising, 50 DDIM steps (UNet batch 2)",
     "denoising, 20 DPM++ 2M steps (UNet batch 2)",
     "SDXL-size UNet at 1024x1024, batch 1",
+    "50-step generation end to end (text encoder, 50 DDIM steps, VAE decode)",
 ]
 
 
@@ -98,6 +99,28 @@ def time_row(work, runs, fn, dev):
     return {"work": work, "seconds": secs, "peak_bytes": peak}
 
 
+def clip_text():
+    """The SD 1.x text encoder (CLIP ViT-L/14 text tower), default-initialised."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(hidden_act="quick_gelu", hidden_size=768, intermediate_size=3072,
+                         max_position_embeddings=77, num_attention_heads=12,
+                         num_hidden_layers=12, projection_dim=768, vocab_size=49408)
+    return CLIPTextModel(cfg)
+
+
+def denoise(unet, scheduler, steps, init, text, x):
+    """`steps` of `scheduler` from f32 noise `init`, guidance 7.5 over the batch-2 `text`."""
+    scheduler.set_timesteps(steps)
+    latents = x(init * scheduler.init_noise_sigma)
+    for t in scheduler.timesteps:
+        inp = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        uncond, cond = unet(inp, t, text).sample.chunk(2)
+        pred = uncond + 7.5 * (cond - uncond)
+        latents = scheduler.step(pred, t, latents).prev_sample
+    return latents
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -108,12 +131,17 @@ def main():
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
     ap.add_argument("--suffix", default="", help="appended to every row name (semi's dtype suffix)")
+    ap.add_argument("--probe-batches", default="1", help="noise images per probe pass, comma-separated")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
+    # Models are initialised on the device they run on (on a GPU, initialising 860M weights on
+    # 2 CPU threads would take longer than the rows).
+    torch.set_default_device(dev)
     dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     names = [r + a.suffix for r in ROWS]
+    probes = [(int(n), PROBE_ROW.format(int(n)) + a.suffix) for n in a.probe_batches.split(",")]
     extra = [r + a.suffix for r in ON_REQUEST]
     wanted = lambda w: not a.only or any(o in w for o in a.only)
     requested = lambda w: any(o in w for o in a.only)
@@ -121,7 +149,7 @@ def main():
     rows = []
     x = lambda t: t.to(device=dev, dtype=dt)
     with torch.inference_mode():
-        if any(wanted(r) for r in names[:3]):
+        if any(wanted(r) for r in names[:2] + [p for _, p in probes]):
             from diffusers import UNet2DConditionModel
 
             unet = UNet2DConditionModel(**SD15_UNET).eval().to(device=dev, dtype=dt)
@@ -132,62 +160,68 @@ def main():
                 rows.append(time_row(names[0], a.runs, lambda: unet(s1, t, c1), dev))
             if wanted(names[1]):
                 rows.append(time_row(names[1], a.runs, lambda: unet(s2, t, c2), dev))
-            if wanted(names[2]):
-                # Stop right after the probed cross-attention layer, as our probe pass does.
-                layer = unet.down_blocks[2].attentions[1].transformer_blocks[0].attn2
+            # Stop right after the probed cross-attention layer, as our probe pass does.
+            layer = unet.down_blocks[2].attentions[1].transformer_blocks[0].attn2
 
-                def stop(*_):
-                    raise Stop()
+            def stop(*_):
+                raise Stop()
 
-                handle = layer.register_forward_hook(stop)
+            handle = layer.register_forward_hook(stop)
+            for n, work in probes:
+                if not wanted(work):
+                    continue
+                sn, cn = x(torch.randn(n, 4, h, w)), c1.repeat(n, 1, 1)
 
                 def probe():
                     try:
-                        unet(s1, t, c1)
+                        unet(sn, t, cn)
                     except Stop:
                         return
                     raise RuntimeError("probe hook did not fire")
 
-                rows.append(time_row(names[2], a.runs, probe, dev))
-                handle.remove()
+                rows.append(time_row(work, a.runs, probe, dev))
+            handle.remove()
             del unet
-        if wanted(names[3]):
-            from transformers import CLIPTextConfig, CLIPTextModel
-
-            cfg = CLIPTextConfig(hidden_act="quick_gelu", hidden_size=768, intermediate_size=3072,
-                                 max_position_embeddings=77, num_attention_heads=12,
-                                 num_hidden_layers=12, projection_dim=768, vocab_size=49408)
-            te = CLIPTextModel(cfg).eval().to(device=dev, dtype=dt)
+        if wanted(names[2]):
+            te = clip_text().eval().to(device=dev, dtype=dt)
             ids = torch.tensor([[49406] + [321 + i for i in range(8)] + [49407] * 68], device=dev)
-            rows.append(time_row(names[3], a.runs, lambda: te(ids), dev))
+            rows.append(time_row(names[2], a.runs, lambda: te(ids), dev))
             del te
-        if wanted(names[4]):
+        if wanted(names[3]):
             from diffusers import AutoencoderKL
 
             vae = AutoencoderKL(**SD15_VAE).eval().to(device=dev, dtype=dt)
             z = x(torch.randn(1, 4, h, w))
-            rows.append(time_row(names[4], a.runs, lambda: vae.decode(z), dev))
+            rows.append(time_row(names[3], a.runs, lambda: vae.decode(z), dev))
         if requested(extra[0]) or requested(extra[1]):
             from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
             unet = UNet2DConditionModel(**SD15_UNET).eval().to(device=dev, dtype=dt)
             init, text = torch.randn(1, 4, h, w), x(torch.randn(2, 77, 768))
 
-            def denoise(scheduler, steps):
-                scheduler.set_timesteps(steps)
-                latents = x(init * scheduler.init_noise_sigma)
-                for t in scheduler.timesteps:
-                    inp = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-                    uncond, cond = unet(inp, t, text).sample.chunk(2)
-                    pred = uncond + 7.5 * (cond - uncond)
-                    latents = scheduler.step(pred, t, latents).prev_sample
-                return latents
-
             for work, cls, steps in [(extra[0], DDIMScheduler, 50), (extra[1], DPMSolverMultistepScheduler, 20)]:
                 if requested(work):
                     sched = cls.from_config(dict(SD15_SCHEDULER, _class_name="PNDMScheduler"))
-                    rows.append(time_row(work, a.runs, lambda: denoise(sched, steps), dev))
+                    rows.append(time_row(work, a.runs, lambda: denoise(unet, sched, steps, init, text, x), dev))
             del unet
+        if requested(extra[3]):
+            from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+            te = clip_text().eval().to(device=dev, dtype=dt)
+            unet = UNet2DConditionModel(**SD15_UNET).eval().to(device=dev, dtype=dt)
+            vae = AutoencoderKL(**SD15_VAE).eval().to(device=dev, dtype=dt)
+            sched = DDIMScheduler.from_config(dict(SD15_SCHEDULER, _class_name="PNDMScheduler"))
+            prompt = [49406] + [321 + i for i in range(8)] + [49407] * 68
+            ids = torch.tensor([[49406] + [49407] * 76, prompt], device=dev)
+            init = torch.randn(1, 4, h, w)
+
+            def generate():
+                text = torch.cat([te(ids[0:1])[0], te(ids[1:2])[0]])
+                latents = denoise(unet, sched, 50, init, text, x)
+                return vae.decode(latents / 0.18215).sample
+
+            rows.append(time_row(extra[3], a.runs, generate, dev))
+            del te, unet, vae
         if requested(extra[2]):
             from diffusers import UNet2DConditionModel
 

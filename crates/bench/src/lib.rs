@@ -9,6 +9,7 @@
 //! Examples: `cargo run --release -p semi-bench --example bench` (the table) and
 //! `--example bench_selection` (selection and construction timings).
 
+mod gpu_memory;
 pub mod models;
 pub mod random_weights;
 pub mod selection;

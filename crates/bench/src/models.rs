@@ -107,6 +107,8 @@ pub struct BenchOptions {
     pub device: Device,
     /// Compute dtype (weights and activations); rows other than f32 are suffixed with it.
     pub compute: DType,
+    /// Noise images per probe pass, one row each (the ticket collection's `--batch`).
+    pub probe_batches: Vec<usize>,
 }
 
 impl Default for BenchOptions {
@@ -120,13 +122,27 @@ impl Default for BenchOptions {
             weights: vec![DType::F32],
             device: Device::Cpu,
             compute: DType::F32,
+            probe_batches: vec![1],
         }
     }
 }
 
-/// Resets the kernel's peak-RSS counter of this process (Linux only; otherwise a no-op).
-fn reset_peak() -> bool {
+/// Resets the peak-memory counter of `dev`: the process's peak RSS (Linux only) on the CPU, the
+/// CUDA memory pool's high-water mark on a GPU. False where it cannot be reset.
+fn reset_peak(dev: &Device) -> bool {
+    if dev.is_cuda() {
+        return crate::gpu_memory::reset_peak(dev);
+    }
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The peak memory since the last [`reset_peak`], in bytes: resident set on the CPU, bytes
+/// allocated on a GPU (as `torch.cuda.max_memory_allocated`).
+fn peak_bytes(dev: &Device) -> Option<u64> {
+    if dev.is_cuda() {
+        return crate::gpu_memory::peak(dev);
+    }
+    peak_rss()
 }
 
 /// The process's peak resident set since the last reset, in bytes.
@@ -147,7 +163,7 @@ fn time_row<T, E: Into<anyhow::Error>>(
     mut f: impl FnMut() -> std::result::Result<T, E>,
 ) -> Result<BenchRow> {
     progress(work);
-    let resettable = reset_peak();
+    let resettable = reset_peak(dev);
     f().map_err(Into::into)
         .with_context(|| format!("bench `{work}`: warm-up run failed"))?;
     dev.synchronize()?;
@@ -161,7 +177,7 @@ fn time_row<T, E: Into<anyhow::Error>>(
     Ok(BenchRow {
         work: work.to_string(),
         seconds,
-        peak_bytes: if resettable { peak_rss() } else { None },
+        peak_bytes: if resettable { peak_bytes(dev) } else { None },
         torch_seconds: Vec::new(),
         torch_peak_bytes: None,
     })
@@ -187,6 +203,22 @@ fn seeded<M>(
     Ok(build_seeded_with(DEFAULT_BASE_SEED, precision, dev, make)?)
 }
 
+/// The SD-1.5-size text encoder, UNet and VAE, all three on `dev`.
+fn sd15_models(
+    precision: Precision,
+    dev: &Device,
+) -> Result<(ClipTextModel, UNet2DConditionModel, AutoencoderKL)> {
+    let te_cfg = TextEncoderConfig::parse(SD15_TEXT)?;
+    let (unet_cfg, vae_cfg) = (UNetConfig::parse(SD15_UNET)?, VaeConfig::parse(SD15_VAE)?);
+    Ok((
+        seeded(precision, dev, |vb| ClipTextModel::new(vb, &te_cfg))?,
+        seeded(precision, dev, |vb| {
+            UNet2DConditionModel::new(vb, &unet_cfg)
+        })?,
+        seeded(precision, dev, |vb| AutoencoderKL::new(vb, &vae_cfg))?,
+    ))
+}
+
 /// Seeded noise on `dev` in `dtype`.
 fn randn(seed: u64, dims: &[usize], dev: &Device, dtype: DType) -> Result<Tensor> {
     Ok(noise::randn(seed, dims, &Device::Cpu)?
@@ -210,7 +242,12 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
     }
     if let Some(python) = &opts.torch {
         progress("running tools/bench_torch.py (PyTorch, 2 threads)");
-        merge_torch(&mut rows, &run_torch(python, opts)?)?;
+        // Our rows are kept when the PyTorch side fails or is stopped (a time limit on a
+        // borrowed GPU): the table then has no PyTorch columns, and the reason is reported.
+        match run_torch(python, opts).and_then(|report| merge_torch(&mut rows, &report)) {
+            Ok(()) => {}
+            Err(e) => progress(&format!("PyTorch side failed, table without it: {e:#}")),
+        }
     }
     Ok(rows)
 }
@@ -236,9 +273,22 @@ fn run_rows(
     let unet_rows = [
         format!("UNet forward, batch 1{suffix}"),
         format!("UNet forward, batch 2{suffix}"),
-        format!("probe pass (to down_blocks.2.attentions.1), batch 1{suffix}"),
     ];
-    if unet_rows.iter().any(|r| wanted(r)) {
+    let probe_rows: Vec<(usize, String)> = opts
+        .probe_batches
+        .iter()
+        .map(|&n| {
+            (
+                n,
+                format!("probe pass (to down_blocks.2.attentions.1), batch {n}{suffix}"),
+            )
+        })
+        .collect();
+    if unet_rows
+        .iter()
+        .chain(probe_rows.iter().map(|(_, r)| r))
+        .any(|r| wanted(r))
+    {
         progress("building the SD-1.5-size UNet with random weights");
         let cfg = UNetConfig::parse(SD15_UNET)?;
         let unet = seeded(precision, &dev, |vb| UNet2DConditionModel::new(vb, &cfg))?;
@@ -256,13 +306,16 @@ fn run_rows(
                 unet.forward(&sample2, 981.0, &text2)
             })?);
         }
-        if wanted(&unet_rows[2]) {
-            rows.push(time_row(&unet_rows[2], opts.runs, &dev, progress, || {
+        for (n, work) in probe_rows.iter().filter(|(_, r)| wanted(r)) {
+            // n noise images, one prompt: the rows of one batched probe pass.
+            let sample = randn(7, &[*n, 4, h, w], &dev, dt)?;
+            let text = text1.repeat((*n, 1, 1))?;
+            rows.push(time_row(work, opts.runs, &dev, progress, || {
                 let mut rec = AttentionRecorder::for_paths([PROBE_LAYER]);
                 let out = unet.forward_with(
-                    &sample1,
+                    &sample,
                     981.0,
-                    &text1,
+                    &text,
                     ForwardOptions {
                         controller: Some(&mut rec),
                         stop_after: Some(PROBE_LAYER),
@@ -321,16 +374,7 @@ fn run_rows(
     // Only on request (it builds all three models at once): `--only generation`.
     if requested(opts, gen_row) {
         progress("building the SD-1.5-size text encoder, UNet and VAE together");
-        let (te_cfg, unet_cfg) = (
-            TextEncoderConfig::parse(SD15_TEXT)?,
-            UNetConfig::parse(SD15_UNET)?,
-        );
-        let vae_cfg = VaeConfig::parse(SD15_VAE)?;
-        let te = seeded(precision, &dev, |vb| ClipTextModel::new(vb, &te_cfg))?;
-        let unet = seeded(precision, &dev, |vb| {
-            UNet2DConditionModel::new(vb, &unet_cfg)
-        })?;
-        let vae = seeded(precision, &dev, |vb| AutoencoderKL::new(vb, &vae_cfg))?;
+        let (te, unet, vae) = sd15_models(precision, &dev)?;
         let ids = Tensor::new(&[[49406u32; 1], [49407u32; 1]], &dev)?
             .reshape((2, 1))?
             .repeat((1, 77))?;
@@ -346,6 +390,7 @@ fn run_rows(
         })?);
     }
     denoising_rows(opts, precision, &suffix, rows, progress)?;
+    generation_row(opts, precision, &suffix, rows, progress)?;
     sdxl_row(opts, precision, &suffix, rows, progress)?;
     Ok(())
 }
@@ -397,21 +442,78 @@ fn denoising_rows(
         }
         let spec = SchedulerSpec::resolve(name, &[], &sched_cfg)?;
         rows.push(time_row(work, opts.runs, &dev, progress, || {
-            let mut scheduler = spec.build(0.0)?;
-            scheduler.set_timesteps(*steps)?;
-            let timesteps = scheduler.timesteps().to_vec();
-            let mut latents = (&init * scheduler.init_noise_sigma())?.to_dtype(dt)?;
-            for t in timesteps {
-                let input = Tensor::cat(&[&latents, &latents], 0)?;
-                let input = scheduler.scale_model_input(&input, t)?;
-                let pred = unet.forward(&input, t, &text)?;
-                let (uncond, cond) = (pred.i(0..1)?, pred.i(1..2)?);
-                let pred = (&uncond + ((cond - &uncond)? * 7.5)?)?;
-                latents = scheduler.step(&pred, t, &latents, None)?.prev_sample;
-            }
-            anyhow::Ok(latents)
+            denoise(&unet, &spec, *steps, &init, &text, dt)
         })?);
     }
+    Ok(())
+}
+
+/// The denoising loop of one image: `steps` of `spec` from `init` (f32 noise), classifier-free
+/// guidance 7.5 over the batch-2 `text` (unconditional row first), in `dt`.
+fn denoise(
+    unet: &UNet2DConditionModel,
+    spec: &SchedulerSpec,
+    steps: usize,
+    init: &Tensor,
+    text: &Tensor,
+    dt: DType,
+) -> Result<Tensor> {
+    let mut scheduler = spec.build(0.0)?;
+    scheduler.set_timesteps(steps)?;
+    let mut latents = (init * scheduler.init_noise_sigma())?.to_dtype(dt)?;
+    for t in scheduler.timesteps().to_vec() {
+        let input = Tensor::cat(&[&latents, &latents], 0)?;
+        let input = scheduler.scale_model_input(&input, t)?;
+        let pred = unet.forward(&input, t, text)?;
+        let (uncond, cond) = (pred.i(0..1)?, pred.i(1..2)?);
+        let pred = (&uncond + ((cond - &uncond)? * 7.5)?)?;
+        latents = scheduler.step(&pred, t, &latents, None)?.prev_sample;
+    }
+    Ok(latents)
+}
+
+/// `--only "50-step generation"`: one whole image as a pipeline makes it: the prompt and the
+/// empty negative prompt through the text encoder, 50 DDIM steps with classifier-free guidance
+/// (UNet batch 2, guidance 7.5), and the VAE decode of the final latents, all three models
+/// loaded (no tokenizer, no PNG).
+fn generation_row(
+    opts: &BenchOptions,
+    precision: Precision,
+    suffix: &str,
+    rows: &mut Vec<BenchRow>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    let work =
+        format!("50-step generation end to end (text encoder, 50 DDIM steps, VAE decode){suffix}");
+    if !requested(opts, &work) {
+        return Ok(());
+    }
+    let dev = opts.device.clone();
+    let dt = precision.compute;
+    let (h, w) = (opts.height / 8, opts.width / 8);
+    progress("building the SD-1.5-size text encoder, UNet and VAE together");
+    let (te, unet, vae) = sd15_models(precision, &dev)?;
+    let prompt: Vec<u32> = (0..77u32)
+        .map(|i| match i {
+            0 => 49406,
+            1..=8 => 320 + i,
+            _ => 49407,
+        })
+        .collect();
+    let empty: Vec<u32> = (0..77u32)
+        .map(|i| if i == 0 { 49406 } else { 49407 })
+        .collect();
+    let ids = Tensor::new([empty, prompt].concat().as_slice(), &dev)?.reshape((2, 77))?;
+    let spec = SchedulerSpec::resolve("ddim", &[], &SchedulerConfig::parse(SD15_SCHEDULER)?)?;
+    let init = randn(7, &[1, 4, h, w], &dev, DType::F32)?;
+    rows.push(time_row(&work, opts.runs, &dev, progress, || {
+        let text = Tensor::cat(
+            &[&te.forward(&ids.i(0..1)?)?, &te.forward(&ids.i(1..2)?)?],
+            0,
+        )?;
+        let latents = denoise(&unet, &spec, 50, &init, &text, dt)?;
+        anyhow::Ok(vae.decode(&(latents / 0.18215)?)?)
+    })?);
     Ok(())
 }
 
@@ -494,6 +596,8 @@ fn run_torch(python: &str, opts: &BenchOptions) -> Result<serde_json::Value> {
     for o in &opts.only {
         cmd.args(["--only", o]);
     }
+    let batches: Vec<String> = opts.probe_batches.iter().map(|n| n.to_string()).collect();
+    cmd.args(["--probe-batches", &batches.join(",")]);
     let out = cmd
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -538,10 +642,18 @@ fn gib(bytes: Option<u64>) -> String {
 /// The table as Markdown: work, median seconds, min-max, peak memory; with PyTorch's median,
 /// the ratio ours / PyTorch and PyTorch's peak memory when any row has them.
 pub fn markdown(rows: &[BenchRow]) -> String {
+    markdown_with(rows, "peak RSS")
+}
+
+/// [`markdown`] with the memory columns named `memory` (on a GPU: "peak GPU memory", bytes
+/// allocated on the device).
+pub fn markdown_with(rows: &[BenchRow], memory: &str) -> String {
     let torch = rows.iter().any(|r| r.torch_median().is_some());
-    let mut s = String::from("| work | median s | runs (min-max s) | peak RSS GiB |");
+    let mut s = format!("| work | median s | runs (min-max s) | {memory} GiB |");
     if torch {
-        s.push_str(" PyTorch median s | ratio ours/PyTorch | PyTorch peak RSS GiB |");
+        s.push_str(&format!(
+            " PyTorch median s | ratio ours/PyTorch | PyTorch {memory} GiB |"
+        ));
     }
     s.push_str(if torch {
         "\n|---|---|---|---|---|---|---|\n"

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Args;
-use semi_bench::models::{markdown, parse_weights, run as run_bench, BenchOptions};
+use semi_bench::models::{markdown_with, parse_weights, run as run_bench, BenchOptions};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -32,6 +32,10 @@ pub struct BenchArgs {
     /// Compute dtype of weights and activations; rows other than f32 are suffixed with it.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: String,
+    /// Noise images per probe pass, comma-separated: one probe row each (as `semi tickets
+    /// collect --batch`; e.g. `1,16,64` on a GPU).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub probe_batches: Vec<usize>,
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -49,6 +53,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         !(args.dtype == "bf16" && matches!(args.device, crate::common::DeviceArg::Cpu)),
         "--dtype bf16 needs a GPU (candle's CPU matmul has no bf16); use f32 or f16 here"
     );
+    anyhow::ensure!(
+        args.probe_batches.iter().all(|&n| n >= 1),
+        "--probe-batches: every batch must be at least 1"
+    );
     let opts = BenchOptions {
         runs: args.runs,
         height: args.height,
@@ -62,6 +70,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "bf16" => candle_core::DType::BF16,
             _ => candle_core::DType::F32,
         },
+        probe_batches: args.probe_batches.clone(),
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -71,6 +80,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.dtype, args.weights, args.device, args.height, args.width
     );
     let rows = run_bench(&opts, &mut |what| eprintln!("  {what} ..."))?;
-    print!("{}", markdown(&rows));
+    let memory = if opts.device.is_cpu() {
+        "peak RSS"
+    } else {
+        "peak GPU memory"
+    };
+    print!("{}", markdown_with(&rows, memory));
     Ok(())
 }

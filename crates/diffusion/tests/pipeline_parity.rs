@@ -1,6 +1,8 @@
 //! Full DDIM runs of the tiny random-weight models against diffusers' StableDiffusionPipeline
 //! (fixtures from tools/make_fixtures.py: `<model>/reference.json` + `reference.safetensors`).
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
 use semi_diffusion::loading::Variant;
 use semi_diffusion::pipeline::{to_unit_range, GenerateRequest, StableDiffusion};
@@ -38,16 +40,7 @@ fn check_model(name: &str) {
         candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
     let sd = StableDiffusion::load(&dir, &Device::Cpu, DType::F32, Variant::Full).unwrap();
 
-    let mut req = GenerateRequest::new(
-        reference["prompt"].as_str().unwrap(),
-        reference["height"].as_u64().unwrap() as usize,
-        reference["width"].as_u64().unwrap() as usize,
-    );
-    req.negative_prompt = reference["negative_prompt"].as_str().unwrap().to_string();
-    req.seed = reference["seed"].as_u64().unwrap();
-    req.steps = reference["steps"].as_u64().unwrap() as usize;
-    req.guidance_scale = reference["guidance"].as_f64().unwrap();
-    req.eta = reference["eta"].as_f64().unwrap();
+    let req = common::ddim_request(&reference);
 
     let mut seen = Vec::new();
     let out = sd

@@ -7,8 +7,7 @@
 use candle_core::{DType, Device, Tensor};
 use semi_diffusion::family::Family;
 use semi_diffusion::loading::Variant;
-use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
-use semi_diffusion::schedulers::SchedulerSpec;
+use semi_diffusion::pipeline::StableDiffusion;
 use semi_diffusion::unet::{AddedCond, ForwardOptions, UNetOutput};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -154,23 +153,7 @@ fn runs(name: &str) {
     let prompt = f.reference["prompt"].as_str().unwrap();
     for run in f.reference["runs"].as_array().unwrap() {
         let run_name = run["name"].as_str().unwrap();
-        let mut req = GenerateRequest::new(
-            prompt,
-            run["height"].as_u64().unwrap() as usize,
-            run["width"].as_u64().unwrap() as usize,
-        );
-        req.negative_prompt = run["negative"].as_str().unwrap().to_string();
-        req.steps = run["steps"].as_u64().unwrap() as usize;
-        req.guidance_scale = run["guidance"].as_f64().unwrap();
-        req.seed = run["seed"].as_u64().unwrap();
-        req.scheduler = Some(
-            SchedulerSpec::resolve(
-                run["scheduler"].as_str().unwrap(),
-                &[],
-                &f.sd.files.scheduler,
-            )
-            .unwrap(),
-        );
+        let req = common::sdxl_run_request(prompt, run, &f.sd.files.scheduler);
         let out = f.sd.generate(&req, None, &mut |_| Ok(())).unwrap();
         let want_t: Vec<f64> = run["timesteps"]
             .as_array()
