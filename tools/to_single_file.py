@@ -12,9 +12,18 @@ Layouts (the prefixes of the original checkpoints):
   `mid.block_{1,2}`, `mid.attn_1` (1x1 convolutions `q`, `k`, `v`, `proj_out`, `norm`).
 - SD 1.x text encoder: `cond_stage_model.transformer.` + the transformers keys.
 
+- SD 2.x text encoder: OpenCLIP's `cond_stage_model.model.` (`token_embedding`,
+  `positional_embedding`, `transformer.resblocks.{i}` with a fused `attn.in_proj_*`, `ln_final`).
+- SDXL: `conditioner.embedders.0.transformer.` (CLIP-L) and `conditioner.embedders.1.model.`
+  (OpenCLIP-bigG, with `text_projection`).
+
+`--check` is exact (largest difference 0) on tiny-sd1, tiny-sd2 and tiny-sdxl-ssd. On tiny-sdxl
+it fails, but not because of this converter: both of its text encoders are 32 wide, and
+diffusers 0.42.1's `from_single_file` then loads embedder 0's weights into `text_encoder_2`
+(its token embedding equals `text_encoder`'s). A diffusers reference for single-file SDXL
+needs encoders of different widths, as tiny-sdxl-ssd has.
+
 Usage: python tools/to_single_file.py FOLDER OUT.safetensors [--check]
-Only SD 1.x folders so far; SD 2.x (OpenCLIP, fused in_proj) and SDXL (conditioner.embedders)
-are the next step.
 """
 
 import argparse
@@ -150,28 +159,63 @@ def text_to_ldm(sd):
     return out
 
 
+def open_clip_to_ldm(sd, prefix, projection):
+    """transformers CLIPTextModel(WithProjection) keys -> OpenCLIP's layout under `prefix`: one
+    fused `in_proj` per attention (q, k, v stacked), `text_projection` as OpenCLIP multiplies it
+    (`x @ P`, the transpose of the Linear weight)."""
+    sd = {k[len("text_model."):] if k.startswith("text_model.") else k: v for k, v in sd.items()}
+    out = {prefix + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
+           prefix + "positional_embedding": sd["embeddings.position_embedding.weight"],
+           prefix + "ln_final.weight": sd["final_layer_norm.weight"],
+           prefix + "ln_final.bias": sd["final_layer_norm.bias"]}
+    layers = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.layers.")})
+    for i in layers:
+        d, o = f"encoder.layers.{i}.", f"{prefix}transformer.resblocks.{i}."
+        for a, b in [("layer_norm1", "ln_1"), ("layer_norm2", "ln_2"), ("self_attn.out_proj", "attn.out_proj"),
+                     ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]:
+            for w in ("weight", "bias"):
+                out[f"{o}{b}.{w}"] = sd[f"{d}{a}.{w}"]
+        for w in ("weight", "bias"):
+            out[f"{o}attn.in_proj_{w}"] = torch.cat(
+                [sd[f"{d}self_attn.{p}_proj.{w}"] for p in ("q", "k", "v")], 0)
+    if projection:
+        out[prefix + "text_projection"] = sd["text_projection.weight"].t()
+    return out
+
+
 def convert(folder):
+    """(original-layout weights, family) of a diffusers folder."""
     with open(os.path.join(folder, "model_index.json")) as f:
         index = json.load(f)
-    if "text_encoder_2" in index:
-        raise SystemExit("SDXL folders are not converted yet")
     out = {}
     out.update(unet_to_ldm(component_weights(folder, "unet"), read_config(folder, "unet")))
     out.update(vae_to_ldm(component_weights(folder, "vae"), read_config(folder, "vae")))
-    text_cfg = read_config(folder, "text_encoder")
-    if text_cfg.get("hidden_act") != "quick_gelu":
-        raise SystemExit("SD 2.x (OpenCLIP) folders are not converted yet")
-    out.update(text_to_ldm(component_weights(folder, "text_encoder", "model.safetensors")))
-    return {k: v.contiguous() for k, v in out.items()}
+    text = component_weights(folder, "text_encoder", "model.safetensors")
+    if "text_encoder_2" in index:
+        # SGM layout: CLIP-L as embedder 0, OpenCLIP-bigG (with its projection) as embedder 1.
+        family = "sdxl"
+        out.update({k.replace("cond_stage_model.transformer.", "conditioner.embedders.0.transformer."): v
+                    for k, v in text_to_ldm(text).items()})
+        text2 = component_weights(folder, "text_encoder_2", "model.safetensors")
+        out.update(open_clip_to_ldm(text2, "conditioner.embedders.1.model.", projection=True))
+    elif read_config(folder, "text_encoder").get("hidden_act") == "quick_gelu":
+        family = "sd1"
+        out.update(text_to_ldm(text))
+    else:
+        family = "sd2"
+        out.update(open_clip_to_ldm(text, "cond_stage_model.model.", projection=False))
+    return {k: v.contiguous() for k, v in out.items()}, family
 
 
-def check(folder, path):
-    from diffusers import StableDiffusionPipeline
+def check(folder, path, family):
+    import diffusers
 
-    pipe = StableDiffusionPipeline.from_single_file(path, config=folder, local_files_only=True)
-    ref = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    cls = diffusers.StableDiffusionXLPipeline if family == "sdxl" else diffusers.StableDiffusionPipeline
+    pipe = cls.from_single_file(path, config=folder, local_files_only=True)
+    ref = cls.from_pretrained(folder, local_files_only=True)
     worst = 0
-    for name in ("unet", "vae", "text_encoder"):
+    names = ("unet", "vae", "text_encoder") + (("text_encoder_2",) if family == "sdxl" else ())
+    for name in names:
         ours, theirs = getattr(pipe, name).state_dict(), getattr(ref, name).state_dict()
         missing = set(theirs) ^ set(ours)
         if missing:
@@ -189,10 +233,11 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
-    save_file(convert(a.folder), a.out)
-    print(f"wrote {a.out}")
+    weights, family = convert(a.folder)
+    save_file(weights, a.out)
+    print(f"wrote {a.out} ({family})")
     if a.check:
-        check(a.folder, a.out)
+        check(a.folder, a.out, family)
 
 
 if __name__ == "__main__":
