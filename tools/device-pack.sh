@@ -4,7 +4,7 @@
 #   target/device/bins.tar.xz  the CUDA `semi` and the CUDA build of
 #                              crates/diffusion/tests/device_parity.rs, in one xz stream with a
 #                              window large enough that their shared kernels are stored once
-#                              (2 x 70 MB -> about 17 MB)
+#                              (67 MB + 54 MB -> 14 MB)
 #   target/device/wheels/      diffusers 0.42.1 and importlib_metadata (the GPU machine's python
 #                              has torch, transformers and the rest, but no diffusers), from PyPI
 #                              (pinned by sha256)
