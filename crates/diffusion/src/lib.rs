@@ -15,6 +15,7 @@ pub mod noise;
 pub mod pipeline;
 pub mod precision;
 pub mod schedulers;
+pub mod single_file;
 pub mod text_encoder;
 pub mod tokenizer;
 pub mod unet;
