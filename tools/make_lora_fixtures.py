@@ -12,6 +12,11 @@ merged weight is `W + weight * (alpha / rank) * up @ down` (diffusers' `fuse_lor
 weight)`). The script checks that diffusers' `load_lora_weights` + `fuse_lora` gives that for
 both files, for weight 0.7, and that weight 0 leaves the model as it was.
 
+It also writes `reference.safetensors`: the final latents of diffusers' DDIM pipeline with each
+LoRA fused at weight 0.7 (`kohya/final_latents`, `peft/final_latents`), for the request of the
+folder's `reference.json` (tools/make_fixtures.py), which `crates/diffusion/tests/lora.rs` holds
+semi's `--lora` to.
+
 Usage: python tools/make_lora_fixtures.py FOLDER OUT_DIR (needs diffusers 0.42.1 and peft).
 """
 
@@ -52,7 +57,7 @@ def make(pipe, gen):
 def fused(folder, lora, weight):
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True, safety_checker=None)
     pipe.load_lora_weights(os.path.dirname(lora), weight_name=os.path.basename(lora))
     pipe.fuse_lora(lora_scale=weight)
     pipe.unload_lora_weights()
@@ -84,6 +89,29 @@ def main():
             print(f"{fmt}, weight {weight}: fused weights vs W + weight * alpha/rank * up @ down: {worst:.1e}")
             assert worst < 1e-6, (fmt, weight, worst)
     print(f"wrote {files['kohya']} and {files['peft']} ({len(deltas)} layers, rank {RANK}, alpha {ALPHA})")
+    finals = {}
+    for fmt, path in files.items():
+        finals[f"{fmt}/final_latents"] = run_reference(a.folder, path, WEIGHT)
+    err = ((finals["kohya/final_latents"] - finals["peft/final_latents"]).norm()
+           / finals["peft/final_latents"].norm()).item()
+    print(f"final latents, kohya vs peft: rel err {err:.1e}")
+    save_file({k: v.contiguous() for k, v in finals.items()}, os.path.join(a.out, "reference.safetensors"))
+
+
+def run_reference(folder, lora, weight):
+    """Final latents of the DDIM run of `folder`'s reference.json with `lora` fused at `weight`."""
+    import json
+    from diffusers import DDIMScheduler
+
+    with open(os.path.join(folder, "reference.json")) as f:
+        ref = json.load(f)
+    pipe = fused(folder, lora, weight)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(ref["prompt"], negative_prompt=ref["negative_prompt"],
+                num_inference_steps=ref["steps"], guidance_scale=ref["guidance"], eta=ref["eta"],
+                height=ref["height"], width=ref["width"],
+                generator=torch.Generator().manual_seed(ref["seed"]), output_type="latent").images
 
 
 if __name__ == "__main__":

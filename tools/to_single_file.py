@@ -232,10 +232,19 @@ def main():
     ap.add_argument("folder")
     ap.add_argument("out")
     ap.add_argument("--check", action="store_true")
+    ap.add_argument("--digest", metavar="JSON",
+                    help="also write {name: [shape, sum, sum of |x|]} of every tensor (the "
+                         "crates/diffusion/tests/fixtures/single-file/*.json the Rust test holds "
+                         "its own writer to)")
     a = ap.parse_args()
     weights, family = convert(a.folder)
     save_file(weights, a.out)
     print(f"wrote {a.out} ({family})")
+    if a.digest:
+        digest = {k: [list(v.shape), float(v.double().sum()), float(v.double().abs().sum())]
+                  for k, v in sorted(weights.items())}
+        with open(a.digest, "w") as f:
+            json.dump(digest, f, separators=(",", ":"))
     if a.check:
         check(a.folder, a.out, family)
 

@@ -11,7 +11,6 @@ use semi_layout::{Layout, SizeFrom};
 use semi_run::{Choices, Settings};
 use semi_tickets::{Progress, Rule};
 
-pub use semi_run::embedded::TOY_MODEL;
 pub use semi_run::outputs::check_path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

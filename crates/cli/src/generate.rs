@@ -34,10 +34,8 @@ fn parse_init(text: &str) -> Result<Init, String> {
 
 #[derive(Args, Debug, Clone)]
 pub struct GenerateArgs {
-    /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, or
-    /// `toy`: the embedded toy model (models/toy), which needs no download.
-    #[arg(long, default_value = crate::common::TOY_MODEL)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: semi_run::model::ModelArgs,
     /// The prompt (or give --layout).
     #[arg(long, required_unless_present = "layout")]
     pub prompt: Option<String>,
@@ -225,7 +223,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     } else {
         Variant::Full
     };
-    let model = ModelRef::resolve(&args.model, variant)?;
+    let model = ModelRef::resolve(&args.model.spec()?, variant)?;
     let layout = match &args.layout {
         Some(p) => Some(crate::common::read_layout(p, model.native_size().ok())?),
         None => None,

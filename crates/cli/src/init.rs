@@ -105,7 +105,10 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let store = Store::open(&args.store)?;
     let settings = match &args.model {
         Some(spec) => {
-            let model = semi_run::ModelRef::resolve(spec, semi_diffusion::loading::Variant::Full)?;
+            let model = semi_run::ModelRef::resolve(
+                &spec.as_str().into(),
+                semi_diffusion::loading::Variant::Full,
+            )?;
             semi_methods::check_store_model(
                 &store,
                 &model.fingerprint()?,

@@ -32,10 +32,8 @@ pub enum TicketsCommand {
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["categories", "pairs"])))]
 pub struct CollectArgs {
-    /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, or
-    /// `toy`: the embedded toy model (models/toy), which needs no download.
-    #[arg(long, default_value = crate::common::TOY_MODEL)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: semi_run::model::ModelArgs,
     /// Categories (comma-separated); every pair of them is collected.
     #[arg(long)]
     pub categories: Option<String>,
@@ -101,7 +99,7 @@ fn run_collect(args: &CollectArgs) -> Result<()> {
     let shard = Shard::from_arg_or_env(args.shard.as_deref())?;
     args.probe.check()?;
     let device = args.device.device()?;
-    let model = semi_run::Model::open(&args.model, &device)?;
+    let model = semi_run::Model::open(&args.model.spec()?, &device)?;
     let (height, width) = match (args.height, args.width) {
         (Some(h), Some(w)) => (h, w),
         (h, w) => {

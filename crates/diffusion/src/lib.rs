@@ -9,6 +9,7 @@ pub mod image;
 pub mod kernels;
 pub mod latents_io;
 pub mod loading;
+pub mod lora;
 pub mod memory;
 pub mod nn;
 pub mod noise;

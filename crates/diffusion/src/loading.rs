@@ -7,16 +7,19 @@
 
 use crate::config::{ModelIndex, SchedulerConfig, TextEncoderConfig, UNetConfig, VaeConfig};
 use crate::family::Family;
+use crate::lora::LoraFile;
+use crate::lora::{Loras, Slot};
 use crate::precision::Precision;
+use crate::single_file::{Layout, Original, Part};
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Which weight files to prefer when a component has several.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +129,20 @@ pub struct Component<C> {
     pub config: C,
     pub config_path: PathBuf,
     pub weights: Vec<PathBuf>,
+    /// How the weights are named: `None` for diffusers' names (a folder), else the component's
+    /// place in an original single-file checkpoint.
+    pub keys: Option<Layout>,
+}
+
+impl<C> Component<C> {
+    fn new(config: C, config_path: PathBuf, weights: Vec<PathBuf>) -> Self {
+        Component {
+            config,
+            config_path,
+            weights,
+            keys: None,
+        }
+    }
 }
 
 /// A second text encoder and its tokenizer (SDXL's `text_encoder_2`, `tokenizer_2`).
@@ -154,6 +171,37 @@ pub struct ModelFiles {
     pub tokenizer_files: Vec<PathBuf>,
     pub scheduler: SchedulerConfig,
     pub scheduler_path: PathBuf,
+    /// The single-file checkpoint the weights come from (`root` then holds only configs and
+    /// tokenizers).
+    pub single_file: Option<PathBuf>,
+    /// LoRAs merged into the UNet and text encoders at load (`--lora`).
+    pub loras: Vec<LoraFile>,
+    /// Where the VAE was replaced from (`--vae`), which the fingerprint records.
+    pub vae_from: Option<PathBuf>,
+}
+
+/// Where [`ModelFiles::check_with`] finds the weights.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightsFrom<'a> {
+    /// The folder's own weight files, preferring a variant.
+    Folder(Variant),
+    /// Every component from one single-file checkpoint.
+    SingleFile(&'a Path),
+}
+
+impl WeightsFrom<'_> {
+    fn find(
+        &self,
+        root: &Path,
+        dir: &str,
+        stem: &str,
+        problems: &mut Problems,
+    ) -> Option<Vec<PathBuf>> {
+        match self {
+            WeightsFrom::Folder(variant) => find_weights(root, dir, stem, *variant, problems),
+            WeightsFrom::SingleFile(file) => Some(vec![file.to_path_buf()]),
+        }
+    }
 }
 
 /// Collects every problem of a folder before failing.
@@ -203,8 +251,34 @@ fn read_config<C>(
     }
 }
 
-/// Checks that a safetensors file has a complete header whose tensors lie inside the file.
-pub fn check_safetensors(path: &Path) -> Result<()> {
+/// One tensor of a safetensors header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub dtype: String,
+    pub shape: Vec<usize>,
+}
+
+/// A safetensors file's header: its tensors' dtypes and shapes (no data read).
+#[derive(Debug, Clone, Default)]
+pub struct Header {
+    pub tensors: std::collections::BTreeMap<String, TensorInfo>,
+}
+
+/// Bytes per element of a safetensors dtype name.
+fn dtype_size(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+        "U16" | "I16" | "F16" | "BF16" => 2,
+        "U32" | "I32" | "F32" => 4,
+        "U64" | "I64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// Reads and checks a safetensors header: complete, valid JSON, and every tensor's offsets inside
+/// the file and as long as its dtype and shape say (a truncated file or a header that lies about
+/// its offsets fails here, in one line, before anything is mapped).
+pub fn read_header(path: &Path) -> Result<Header> {
     let mut f = std::fs::File::open(path).context("cannot open")?;
     let len = f.metadata()?.len();
     let mut n = [0u8; 8];
@@ -220,20 +294,49 @@ pub fn check_safetensors(path: &Path) -> Result<()> {
         serde_json::from_slice(&header).context("header is not valid JSON")?;
     let obj = header.as_object().context("header is not a JSON object")?;
     let data_len = len - 8 - n;
+    let mut out = Header::default();
     for (name, info) in obj {
         if name == "__metadata__" {
             continue;
         }
-        let end = info
-            .get("data_offsets")
-            .and_then(|o| o.get(1))
-            .and_then(serde_json::Value::as_u64)
-            .with_context(|| format!("tensor {name} has no data_offsets"))?;
+        let offset = |i: usize| {
+            info.get("data_offsets")
+                .and_then(|o| o.get(i))
+                .and_then(serde_json::Value::as_u64)
+                .with_context(|| format!("tensor {name} has no data_offsets"))
+        };
+        let (begin, end) = (offset(0)?, offset(1)?);
         if end > data_len {
             bail!("truncated: tensor {name} ends at byte {end} but the data section has {data_len} bytes");
         }
+        let dtype = info
+            .get("dtype")
+            .and_then(serde_json::Value::as_str)
+            .with_context(|| format!("tensor {name} has no dtype"))?
+            .to_string();
+        let shape: Vec<usize> = info
+            .get("shape")
+            .and_then(serde_json::Value::as_array)
+            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
+            .with_context(|| format!("tensor {name} has no shape"))?;
+        let want = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .and_then(|e| dtype_size(&dtype).and_then(|s| e.checked_mul(s)));
+        if begin > end || want != Some(end - begin) {
+            bail!(
+                "the header lies: tensor {name} ({dtype} {shape:?}) is given bytes {begin}..{end}"
+            );
+        }
+        out.tensors
+            .insert(name.clone(), TensorInfo { dtype, shape });
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Checks that a safetensors file has a complete header whose tensors lie inside the file.
+pub fn check_safetensors(path: &Path) -> Result<()> {
+    read_header(path).map(|_| ())
 }
 
 /// Finds the weights of the component in `dir` (file stem `stem`), preferring `variant`.
@@ -345,6 +448,12 @@ impl ModelFiles {
     /// Inspects a diffusers folder and returns its files and parsed configs, or one error that
     /// lists every missing and malformed file.
     pub fn check(root: &Path, variant: Variant) -> Result<Self> {
+        Self::check_with(root, WeightsFrom::Folder(variant))
+    }
+
+    /// [`Self::check`] with the weights from `from`: the folder's files, or a single file (the
+    /// folder then needs only its configs and tokenizers).
+    pub fn check_with(root: &Path, from: WeightsFrom) -> Result<Self> {
         if !root.is_dir() {
             bail!("model folder {} does not exist", root.display());
         }
@@ -376,7 +485,7 @@ impl ModelFiles {
             "unet config",
             &mut p,
         );
-        let unet_w = find_weights(root, "unet", "diffusion_pytorch_model", variant, &mut p);
+        let unet_w = from.find(root, "unet", "diffusion_pytorch_model", &mut p);
         let te_cfg = read_config(
             root,
             "text_encoder/config.json",
@@ -384,7 +493,7 @@ impl ModelFiles {
             "text encoder config",
             &mut p,
         );
-        let te_w = find_weights(root, "text_encoder", "model", variant, &mut p);
+        let te_w = from.find(root, "text_encoder", "model", &mut p);
         let (vae_cfg, vae_w) = if has_vae {
             (
                 read_config(
@@ -394,7 +503,7 @@ impl ModelFiles {
                     "vae config",
                     &mut p,
                 ),
-                find_weights(root, "vae", "diffusion_pytorch_model", variant, &mut p),
+                from.find(root, "vae", "diffusion_pytorch_model", &mut p),
             )
         } else {
             (None, None)
@@ -417,7 +526,7 @@ impl ModelFiles {
                 "text encoder config",
                 &mut p,
             );
-            let weights = find_weights(root, slot.encoder, "model", variant, &mut p);
+            let weights = from.find(root, slot.encoder, "model", &mut p);
             let (dir, files) = find_tokenizer(root, slot.tokenizer, &mut p);
             (cfg, weights, dir, files)
         });
@@ -464,11 +573,7 @@ impl ModelFiles {
         let text_2 = match second {
             Some((Some((config, config_path)), Some(weights), tokenizer_dir, tokenizer_files)) => {
                 Some(TextFiles {
-                    encoder: Component {
-                        config,
-                        config_path,
-                        weights,
-                    },
+                    encoder: Component::new(config, config_path, weights),
                     tokenizer_dir,
                     tokenizer_files,
                 })
@@ -476,11 +581,9 @@ impl ModelFiles {
             _ => None,
         };
         let vae = match (vae_cfg, vae_w) {
-            (Some((config, config_path)), Some(weights)) => Some(Component {
-                config,
-                config_path,
-                weights,
-            }),
+            (Some((config, config_path)), Some(weights)) => {
+                Some(Component::new(config, config_path, weights))
+            }
             _ => None,
         };
         Ok(Self {
@@ -488,21 +591,16 @@ impl ModelFiles {
             index,
             family: family.context("family")?,
             text_2,
-            unet: Component {
-                config: unet_config,
-                config_path: unet_path,
-                weights: unet_w.context("unet weights")?,
-            },
-            text_encoder: Component {
-                config: te_config,
-                config_path: te_path,
-                weights: te_w.context("text encoder weights")?,
-            },
+            unet: Component::new(unet_config, unet_path, unet_w.context("unet weights")?),
+            text_encoder: Component::new(te_config, te_path, te_w.context("text encoder weights")?),
             vae,
             tokenizer_dir: tok_dir,
             tokenizer_files,
             scheduler,
             scheduler_path,
+            single_file: None,
+            loras: Vec::new(),
+            vae_from: None,
         })
     }
 
@@ -530,11 +628,49 @@ impl ModelFiles {
     /// A stable identity of everything the ticket probe depends on: the configs and weights of
     /// the UNet and text encoder, the tokenizer files and the scheduler config (see [`fingerprint`]).
     pub fn fingerprint(&self) -> Result<String> {
-        fingerprint(&self.root, &self.fingerprint_files())
+        self.with_additions(self.base_fingerprint()?)
     }
 
-    /// The files [`Self::fingerprint`] hashes (so callers can cache the result across processes
-    /// keyed by their sizes and modification times).
+    /// The digest of [`Self::fingerprint_files`] alone, named by their paths relative to the
+    /// root (a single file as `single-file`), so it does not depend on where the model lives.
+    pub fn base_fingerprint(&self) -> Result<String> {
+        let labelled = self
+            .fingerprint_files()
+            .into_iter()
+            .map(|f| {
+                let label = if Some(&f) == self.single_file.as_ref() {
+                    "single-file".to_string()
+                } else {
+                    relative_label(&self.root, &f)
+                };
+                (label, f)
+            })
+            .collect::<Vec<_>>();
+        fingerprint_labelled(&labelled)
+    }
+
+    /// `base` (see [`Self::base_fingerprint`]) extended by what was put on the model at load:
+    /// each LoRA's digest and weight, and a replaced VAE's weights. Unchanged when there is none,
+    /// so stores of plain models keep their digest.
+    pub fn with_additions(&self, base: String) -> Result<String> {
+        if self.loras.is_empty() && self.vae_from.is_none() {
+            return Ok(base);
+        }
+        let mut h = Sha256::new();
+        h.update(base.as_bytes());
+        for l in &self.loras {
+            h.update(format!("\nlora {} {}", file_sha256(&l.path)?, l.weight).as_bytes());
+        }
+        if let (Some(_), Some(vae)) = (&self.vae_from, &self.vae) {
+            for w in &vae.weights {
+                h.update(format!("\nvae {}", file_sha256(w)?).as_bytes());
+            }
+        }
+        Ok(hex(&h.finalize()))
+    }
+
+    /// The files [`Self::base_fingerprint`] hashes (so callers can cache the result across
+    /// processes keyed by their sizes and modification times).
     pub fn fingerprint_files(&self) -> Vec<PathBuf> {
         let mut files = vec![
             self.unet.config_path.clone(),
@@ -549,7 +685,86 @@ impl ModelFiles {
             files.extend(t.tokenizer_files.iter().cloned());
             files.extend(t.encoder.weights.iter().cloned());
         }
+        // A single file is every component's weights: hash it once.
+        let mut seen = std::collections::HashSet::new();
+        files.retain(|f| seen.insert(f.clone()));
         files
+    }
+
+    /// Replaces the VAE by `path` (`--vae`): a diffusers VAE folder (config.json and weights), a
+    /// model folder with `vae/`, or one file of VAE weights in diffusers' names or the original
+    /// ones (`first_stage_model.*`, or a standalone VAE's `encoder.down.*`), which keeps the
+    /// model's VAE config.
+    pub fn replace_vae(&mut self, path: &Path) -> Result<()> {
+        let what = || format!("--vae {}", path.display());
+        if path.is_dir() {
+            let dir = if path.join("vae/config.json").is_file() {
+                path.join("vae")
+            } else {
+                path.to_path_buf()
+            };
+            let mut p = Problems::default();
+            let cfg = read_config(&dir, "config.json", VaeConfig::parse, "vae config", &mut p);
+            let weights = find_weights(&dir, ".", "diffusion_pytorch_model", Variant::Full, &mut p);
+            match (cfg, weights) {
+                (Some((config, config_path)), Some(weights)) if p.is_empty() => {
+                    self.vae = Some(Component::new(config, config_path, weights));
+                }
+                _ => bail!(
+                    "{}: not a diffusers VAE folder ({})",
+                    what(),
+                    p.missing
+                        .iter()
+                        .map(|m| format!("missing {m}"))
+                        .chain(p.malformed.iter().map(|m| format!("malformed {m}")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        } else if path.is_file() {
+            crate::single_file::refuse_pickle(path).with_context(what)?;
+            let header = read_header(path).with_context(|| format!("{}: malformed", what()))?;
+            let any = |prefix: &str| header.tensors.keys().any(|k| k.starts_with(prefix));
+            let keys = if any(crate::single_file::VAE_PREFIX) {
+                Some(Layout::Vae {
+                    prefix: crate::single_file::VAE_PREFIX.to_string(),
+                })
+            } else if any("encoder.down.") || any("decoder.up.") {
+                Some(Layout::Vae {
+                    prefix: String::new(),
+                })
+            } else if any("encoder.down_blocks.") || any("decoder.up_blocks.") {
+                None
+            } else {
+                bail!(
+                    "{}: no VAE weights (expected encoder.*/decoder.* in diffusers' or the \
+                     original names, or first_stage_model.*)",
+                    what()
+                );
+            };
+            let Some(old) = &self.vae else {
+                bail!("{}: the model has no VAE (a pixel-space model)", what());
+            };
+            self.vae = Some(Component {
+                config: old.config.clone(),
+                config_path: old.config_path.clone(),
+                weights: vec![path.to_path_buf()],
+                keys,
+            });
+        } else {
+            bail!("{}: no such file or folder", what());
+        }
+        self.vae_from = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Sets the scheduler config's `prediction_type` (`--prediction`): `epsilon`,
+    /// `v_prediction` or `sample`.
+    pub fn set_prediction(&mut self, prediction: &str) -> Result<()> {
+        crate::schedulers::Prediction::parse(prediction)
+            .with_context(|| format!("--prediction {prediction}"))?;
+        self.scheduler.prediction_type = prediction.to_string();
+        Ok(())
     }
 }
 
@@ -581,6 +796,30 @@ pub fn checked_var_builder(
     precision: Precision,
     device: &Device,
 ) -> Result<(VarBuilder<'static>, UsedWeights)> {
+    source_var_builder(weights, None, None, precision, device)
+}
+
+/// Maps a diffusers weight name to its place in an original single file.
+pub type KeyMap = Box<dyn Fn(&str) -> Result<Original> + Send + Sync>;
+
+/// LoRAs to merge into one component's weights as they are read.
+pub struct Merge {
+    pub loras: Arc<Loras>,
+    pub slot: Slot,
+    /// The UNet's config, so UNet weights are also found under their original (SGM) names.
+    pub unet_cfg: Option<UNetConfig>,
+}
+
+/// [`checked_var_builder`] over files whose names `keys` maps (a single file: no check that
+/// every tensor is used, since it holds the other components and maybe EMA copies), merging
+/// `merge`'s LoRAs.
+pub fn source_var_builder(
+    weights: &[PathBuf],
+    keys: Option<KeyMap>,
+    merge: Option<Merge>,
+    precision: Precision,
+    device: &Device,
+) -> Result<(VarBuilder<'static>, UsedWeights)> {
     for w in weights {
         check_safetensors(w).with_context(|| format!("malformed weights {}", w.display()))?;
     }
@@ -590,14 +829,20 @@ pub fn checked_var_builder(
         let names: Vec<String> = weights.iter().map(|w| w.display().to_string()).collect();
         format!("cannot load weights {}", names.join(", "))
     })?;
-    let all: Vec<String> = files.tensors().into_iter().map(|(name, _)| name).collect();
+    let all: Vec<String> = if keys.is_some() {
+        Vec::new()
+    } else {
+        files.tensors().into_iter().map(|(name, _)| name).collect()
+    };
     let used = UsedWeights {
         files: weights.to_vec(),
         all,
-        used: std::sync::Arc::new(Mutex::new(std::collections::HashSet::new())),
+        used: Arc::new(Mutex::new(std::collections::HashSet::new())),
     };
     let backend = CheckedWeights {
         inner: files,
+        keys,
+        merge,
         used: used.used.clone(),
     };
     Ok((precision.var_builder(Box::new(backend), device), used))
@@ -611,7 +856,7 @@ const IGNORED_TENSOR_SUFFIXES: &[&str] = &["position_ids"];
 pub struct UsedWeights {
     files: Vec<PathBuf>,
     all: Vec<String>,
-    used: std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
+    used: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl UsedWeights {
@@ -645,10 +890,17 @@ impl UsedWeights {
     }
 }
 
-/// Memory-mapped safetensors that record what is read and refuse integer tensors.
+/// Memory-mapped safetensors that record what is read and refuse integer tensors; names go
+/// through `keys` (a single file), and LoRAs are merged on the way out.
 struct CheckedWeights {
     inner: MmapedSafetensors,
-    used: std::sync::Arc<Mutex<std::collections::HashSet<String>>>,
+    keys: Option<KeyMap>,
+    merge: Option<Merge>,
+    used: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+fn msg(e: impl std::fmt::Display) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
 }
 
 impl CheckedWeights {
@@ -669,6 +921,51 @@ impl CheckedWeights {
         }
         Ok(())
     }
+
+    /// Where `name` is stored.
+    fn original(&self, name: &str) -> candle_core::Result<Original> {
+        match &self.keys {
+            None => Ok(Original {
+                name: name.to_string(),
+                part: Part::Whole,
+            }),
+            Some(map) => map(name).map_err(msg),
+        }
+    }
+
+    /// The weight `name` in `dtype` on `dev`: its part of the stored tensor, LoRAs merged.
+    fn fetch(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let o = self.original(name)?;
+        self.check(&o.name)?;
+        if self.keys.is_some() && self.inner.get(&o.name).is_err() {
+            return Err(msg(format!(
+                "the checkpoint has no tensor `{}` (the weight `{name}`)",
+                o.name
+            )));
+        }
+        let t = self.inner.load(&o.name, dev)?;
+        let t = match o.part {
+            Part::Whole => t,
+            Part::Rows { index, of } => {
+                let n = t.dim(0)? / of;
+                t.narrow(0, index * n, n)?
+            }
+            Part::Squeeze1x1 if t.rank() == 4 => t.squeeze(3)?.squeeze(2)?,
+            Part::Squeeze1x1 => t,
+            Part::Transposed => t.t()?.contiguous()?,
+        };
+        let Some(m) = &self.merge else {
+            return t.to_dtype(dtype);
+        };
+        match m
+            .loras
+            .delta(m.slot, name, t.dims(), m.unet_cfg.as_ref(), dev)
+            .map_err(|e| msg(format!("{e:#}")))?
+        {
+            Some(delta) => (t.to_dtype(DType::F32)? + delta)?.to_dtype(dtype),
+            None => t.to_dtype(dtype),
+        }
+    }
 }
 
 impl candle_nn::var_builder::SimpleBackend for CheckedWeights {
@@ -676,26 +973,32 @@ impl candle_nn::var_builder::SimpleBackend for CheckedWeights {
         &self,
         s: candle_core::Shape,
         name: &str,
-        h: candle_nn::Init,
+        _: candle_nn::Init,
         dtype: DType,
         dev: &Device,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        self.check(name)?;
-        candle_nn::var_builder::SimpleBackend::get(&self.inner, s, name, h, dtype, dev)
+    ) -> candle_core::Result<Tensor> {
+        let t = self.fetch(name, dtype, dev)?;
+        if t.shape() != &s {
+            let stored = match &self.keys {
+                Some(_) => format!(" (stored as `{}`)", self.original(name)?.name),
+                None => String::new(),
+            };
+            return Err(msg(format!(
+                "weight `{name}`{stored} has shape {:?} in the file but the config gives {:?}",
+                t.dims(),
+                s.dims()
+            )));
+        }
+        Ok(t)
     }
 
-    fn get_unchecked(
-        &self,
-        name: &str,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<candle_core::Tensor> {
-        self.check(name)?;
-        candle_nn::var_builder::SimpleBackend::get_unchecked(&self.inner, name, dtype, dev)
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.fetch(name, dtype, dev)
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        candle_nn::var_builder::SimpleBackend::contains_tensor(&self.inner, name)
+        self.original(name)
+            .is_ok_and(|o| self.inner.get(&o.name).is_ok())
     }
 }
 
@@ -755,19 +1058,31 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `f` relative to `root`, with `/` separators (the whole path when it is not under `root`).
+fn relative_label(root: &Path, f: &Path) -> String {
+    f.strip_prefix(root)
+        .unwrap_or(f)
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// sha256 over `relative path NUL file sha256 LF` of each file, sorted by relative path, so the
 /// value does not depend on where the folder lives (a copy and the HF cache agree).
 pub fn fingerprint(root: &Path, files: &[PathBuf]) -> Result<String> {
+    let labelled: Vec<(String, PathBuf)> = files
+        .iter()
+        .map(|f| (relative_label(root, f), f.clone()))
+        .collect();
+    fingerprint_labelled(&labelled)
+}
+
+/// [`fingerprint`] over files given with their labels.
+pub fn fingerprint_labelled(files: &[(String, PathBuf)]) -> Result<String> {
     let mut entries = Vec::new();
-    for f in files {
-        let rel = f
-            .strip_prefix(root)
-            .unwrap_or(f)
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        entries.push((rel, file_sha256(f)?));
+    for (label, f) in files {
+        entries.push((label.clone(), file_sha256(f)?));
     }
     entries.sort();
     let mut h = Sha256::new();

@@ -7,10 +7,12 @@
 use crate::config::UNetConfig;
 use crate::controller::AttentionController;
 use crate::family::{PromptEmbeds, TextConditioner};
-use crate::loading::{checked_var_builder, ModelFiles, Variant};
+use crate::loading::{source_var_builder, KeyMap, Merge, ModelFiles, Variant};
+use crate::lora::{Loras, Slot};
 use crate::noise::TorchGenerator;
 use crate::precision::Precision;
 use crate::schedulers::SchedulerSpec;
+use crate::single_file::Layout;
 use crate::text_encoder::ClipTextModel;
 use crate::tokenizer::ClipTokenizer;
 use crate::unet::{AddedCond, ForwardOptions, UNet2DConditionModel, UNetOutput};
@@ -18,6 +20,7 @@ use crate::vae::AutoencoderKL;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
+use std::sync::Arc;
 
 /// One text-to-image request.
 #[derive(Debug, Clone)]
@@ -160,11 +163,44 @@ impl StableDiffusion {
     ) -> Result<Self> {
         let precision = precision.for_device(device);
         let dtype = precision.compute;
-        let var_builder =
-            |weights: &[std::path::PathBuf]| checked_var_builder(weights, precision, device);
+        // LoRAs merge into the UNet and the text encoders as their weights are read; a single
+        // file's components read their original names through the key map.
+        let loras = if files.loras.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Loras::open(&files.loras, files.family)?))
+        };
+        let unet_cfg = files.unet.config.clone();
+        let vae_blocks = files
+            .vae
+            .as_ref()
+            .map_or(0, |v| v.config.block_out_channels.len());
+        let build = |weights: &[std::path::PathBuf],
+                     keys: &Option<Layout>,
+                     slot: Option<Slot>,
+                     precision: Precision| {
+            let keys = keys.clone().map(|layout| {
+                let cfg = unet_cfg.clone();
+                Box::new(move |n: &str| layout.original(n, &cfg, vae_blocks)) as KeyMap
+            });
+            let merge = match (&loras, slot) {
+                (Some(loras), Some(slot)) => Some(Merge {
+                    loras: loras.clone(),
+                    slot,
+                    unet_cfg: Some(unet_cfg.clone()),
+                }),
+                _ => None,
+            };
+            source_var_builder(weights, keys, merge, precision, device)
+        };
         let tokenizer = ClipTokenizer::from_dir(&files.tokenizer_dir)
             .with_context(|| format!("cannot load the tokenizer in {}", files.root.display()))?;
-        let (vb, used) = var_builder(&files.text_encoder.weights)?;
+        let (vb, used) = build(
+            &files.text_encoder.weights,
+            &files.text_encoder.keys,
+            Some(Slot::text(files.family, 0)),
+            precision,
+        )?;
         let text_encoder = ClipTextModel::new(vb, &files.text_encoder.config)
             .context("cannot build the text encoder")?;
         used.check_all_used()
@@ -174,7 +210,12 @@ impl StableDiffusion {
                 let tokenizer = ClipTokenizer::from_dir(&t.tokenizer_dir).with_context(|| {
                     format!("cannot load the tokenizer in {}", t.tokenizer_dir.display())
                 })?;
-                let (vb, used) = var_builder(&t.encoder.weights)?;
+                let (vb, used) = build(
+                    &t.encoder.weights,
+                    &t.encoder.keys,
+                    Some(Slot::text(files.family, 1)),
+                    precision,
+                )?;
                 let encoder = ClipTextModel::with_projection(vb, &t.encoder.config)
                     .context("cannot build the second text encoder")?;
                 used.check_all_used()
@@ -190,7 +231,12 @@ impl StableDiffusion {
             second,
             force_zeros_for_empty_prompt: files.index.force_zeros_for_empty_prompt.unwrap_or(true),
         };
-        let (vb, used) = var_builder(&files.unet.weights)?;
+        let (vb, used) = build(
+            &files.unet.weights,
+            &files.unet.keys,
+            Some(Slot::Unet),
+            precision,
+        )?;
         let unet =
             UNet2DConditionModel::new(vb, &files.unet.config).context("cannot build the UNet")?;
         used.check_all_used().context("cannot build the UNet")?;
@@ -207,13 +253,16 @@ impl StableDiffusion {
                     precision
                 };
                 vae_dtype = vae_precision.for_device(device).compute;
-                let (vb, used) = checked_var_builder(&v.weights, vae_precision, device)?;
+                let (vb, used) = build(&v.weights, &v.keys, None, vae_precision)?;
                 let vae = AutoencoderKL::new(vb, &v.config).context("cannot build the VAE")?;
                 used.check_all_used().context("cannot build the VAE")?;
                 Some(vae)
             }
             None => None,
         };
+        if let Some(loras) = &loras {
+            loras.check_all_used()?;
+        }
         Ok(Self {
             scheduler: SchedulerSpec::ddim(&files.scheduler),
             text,

@@ -1,5 +1,7 @@
 //! The embedded default model: the toy text-to-image model of `models/toy`, compiled into the
-//! binary so `semi generate` works on a fresh machine with no download and from any folder.
+//! binary so `semi generate` works on a fresh machine with no download and from any folder; and
+//! the standard configs and CLIP tokenizer of `models/standard`, which a lone single-file
+//! checkpoint needs.
 //!
 //! The runtime loads diffusers folders, so on first use the files are written once to
 //! `<cache>/models/toy-<digest>` (the cache of `semi_tickets::cache::cache_dir`, else the
@@ -40,12 +42,59 @@ fn files(dir: &'static Dir<'static>, out: &mut Vec<&'static include_dir::File<'s
 pub fn toy_model_dir() -> Result<PathBuf> {
     let mut all = Vec::new();
     files(&TOY, &mut all);
-    all.sort_by_key(|f| f.path());
+    let entries = all
+        .iter()
+        .map(|f| (f.path().to_path_buf(), f.contents()))
+        .collect();
+    unpack("toy", entries)
+}
+
+/// The standard configs and tokenizers of the published checkpoints (tools/make_standard_configs.py).
+static STANDARD: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../models/standard");
+
+/// The diffusers folder of configs and tokenizers that a single-file checkpoint of a family
+/// uses without `--config` (`sd1`, `sd2`, `sd2-base`, `sdxl`: see
+/// `semi_diffusion::single_file::Kind::standard_config`), written on first use. The CLIP BPE
+/// vocabulary is stored once in the binary and written into each tokenizer folder.
+pub fn standard_config_dir(name: &str) -> Result<PathBuf> {
+    let dir = STANDARD
+        .get_dir(name)
+        .with_context(|| format!("no standard config {name:?}"))?;
+    let mut all = Vec::new();
+    files(dir, &mut all);
+    let mut entries: Vec<(PathBuf, &'static [u8])> = all
+        .iter()
+        .map(|f| {
+            let rel = f.path().strip_prefix(name).unwrap_or(f.path());
+            (rel.to_path_buf(), f.contents())
+        })
+        .collect();
+    let tokenizers: std::collections::BTreeSet<PathBuf> = entries
+        .iter()
+        .filter_map(|(p, _)| p.parent().map(Path::to_path_buf))
+        .filter(|d| d.to_string_lossy().starts_with("tokenizer"))
+        .collect();
+    for t in tokenizers {
+        for f in ["vocab.json", "merges.txt"] {
+            let file = STANDARD
+                .get_file(format!("clip-vocab/{f}"))
+                .context("the embedded CLIP vocabulary is missing")?;
+            entries.push((t.join(f), file.contents()));
+        }
+    }
+    unpack(&format!("standard-{name}"), entries)
+}
+
+/// Writes `entries` (relative path, bytes) once to `<cache>/models/<label>-<digest>` and returns
+/// that folder; the digest covers every byte, so a new build never reads an old copy. The
+/// folder appears whole or not at all (written aside, then renamed).
+fn unpack(label: &str, mut entries: Vec<(PathBuf, &'static [u8])>) -> Result<PathBuf> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut h = Sha256::new();
-    for f in &all {
-        h.update(f.path().to_string_lossy().as_bytes());
-        h.update((f.contents().len() as u64).to_le_bytes());
-        h.update(f.contents());
+    for (path, bytes) in &entries {
+        h.update(path.to_string_lossy().as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
     }
     let digest: String = h
         .finalize()
@@ -56,21 +105,20 @@ pub fn toy_model_dir() -> Result<PathBuf> {
     let root = semi_tickets::cache::cache_dir()
         .unwrap_or_else(std::env::temp_dir)
         .join("models");
-    let dir = root.join(format!("toy-{digest}"));
+    let dir = root.join(format!("{label}-{digest}"));
     if dir.join("model_index.json").is_file() {
         return Ok(dir);
     }
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
-    let tmp = root.join(format!(".tmp.toy-{digest}.{}", std::process::id()));
+    let tmp = root.join(format!(".tmp.{label}-{digest}.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    for f in &all {
-        let path = tmp.join(f.path());
+    for (rel, bytes) in &entries {
+        let path = tmp.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, f.contents())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
     }
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),
@@ -79,8 +127,6 @@ pub fn toy_model_dir() -> Result<PathBuf> {
             let _ = std::fs::remove_dir_all(&tmp);
             Ok(dir)
         }
-        Err(e) => {
-            Err(e).with_context(|| format!("cannot move the embedded model into {}", dir.display()))
-        }
+        Err(e) => Err(e).with_context(|| format!("cannot move {label} into {}", dir.display())),
     }
 }

@@ -20,7 +20,7 @@ pub mod run;
 pub mod settings;
 pub mod store;
 
-pub use model::{Model, ModelRef};
+pub use model::{Model, ModelRef, ModelSpec};
 pub use outputs::Outputs;
 pub use run::{read_layout, Request, Run};
 pub use settings::{Choices, Settings, Source};

@@ -1,17 +1,82 @@
 //! The model of a run: `--model` resolved (a diffusers folder, a repo id in the local Hugging Face
-//! cache, or `toy`, the embedded model), its files checked, its settings file read
-//! ([`ModelRef`], no weights loaded), then loaded with its fingerprint ([`Model`]).
+//! cache, `toy`, the embedded model, or a single-file checkpoint with the configs of `--config`
+//! or of its family), with `--vae`, `--lora` and `--prediction` applied ([`ModelSpec`]), its
+//! files checked, its settings file read ([`ModelRef`], no weights loaded), then loaded with its
+//! fingerprint ([`Model`]).
 
 use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use semi_diffusion::loading::{ModelFiles, Variant};
+use semi_diffusion::loading::{resolve_model, ModelFiles, Variant};
+use semi_diffusion::lora::LoraFile;
 use semi_diffusion::pipeline::StableDiffusion;
 use semi_diffusion::precision::Precision;
 
 use crate::embedded;
 use crate::settings::{Choices, Settings};
+
+/// What names a model: `--model` and the flags that complete or change it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelSpec {
+    /// A diffusers folder, a cached repo id, `toy`, or a single `.safetensors` checkpoint.
+    pub model: String,
+    /// For a single file: the diffusers folder (or cached repo id) whose configs and tokenizers
+    /// to use, as diffusers' `from_single_file(config=...)`; default: the family's standard.
+    pub config: Option<String>,
+    /// A VAE to use instead of the model's (`--vae FILE|FOLDER`).
+    pub vae: Option<std::path::PathBuf>,
+    /// LoRAs merged at load (`--lora FILE[:WEIGHT]`).
+    pub loras: Vec<LoraFile>,
+    /// The scheduler's `prediction_type` instead of the model's (`--prediction`).
+    pub prediction: Option<String>,
+}
+
+impl From<&str> for ModelSpec {
+    fn from(model: &str) -> Self {
+        ModelSpec {
+            model: model.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+impl ModelSpec {
+    /// The model's checked files: a folder (or `toy`), or a single file with its config folder;
+    /// then the VAE, prediction and LoRAs applied. Also says whether it is the embedded model, and
+    /// gives the folder whose `semi.json` holds its settings.
+    pub fn files(&self, variant: Variant) -> Result<(ModelFiles, bool, std::path::PathBuf)> {
+        let path = std::path::Path::new(&self.model);
+        let (mut files, toy, settings_dir) = if path.is_file() {
+            let found = semi_diffusion::single_file::recognise(path)?;
+            let epsilon = self.prediction.as_deref() == Some("epsilon");
+            let config = match &self.config {
+                Some(c) => resolve_model(c).with_context(|| format!("--config {c}"))?,
+                None => embedded::standard_config_dir(found.kind.standard_config(epsilon))?,
+            };
+            let files = ModelFiles::single_file(path, &config, &found, self.vae.is_some())?;
+            (files, false, config)
+        } else {
+            if let Some(c) = &self.config {
+                bail!(
+                    "--config {c}: --config completes a single-file checkpoint, and {} is not a file",
+                    self.model
+                );
+            }
+            let (dir, toy) = embedded::resolve_model_arg(&self.model)?;
+            (ModelFiles::check(&dir, variant)?, toy, dir)
+        };
+        if let Some(vae) = &self.vae {
+            files.replace_vae(vae)?;
+        }
+        if let Some(p) = &self.prediction {
+            files.set_prediction(p)?;
+        }
+        semi_diffusion::lora::check_files(&self.loras)?;
+        files.loras = self.loras.clone();
+        Ok((files, toy, settings_dir))
+    }
+}
 
 /// A checked model folder and its settings file; no weights read yet.
 #[derive(Debug, Clone)]
@@ -27,9 +92,15 @@ pub struct ModelRef {
 
 impl ModelRef {
     /// Resolve, check (`variant`: the fp16 weight files when present) and read the settings.
-    pub fn resolve(spec: &str, variant: Variant) -> Result<ModelRef> {
-        let (dir, toy) = embedded::resolve_model_arg(spec)?;
-        ModelRef::at(&dir, spec, toy, variant)
+    pub fn resolve(spec: &ModelSpec, variant: Variant) -> Result<ModelRef> {
+        let (files, toy, settings_dir) = spec.files(variant)?;
+        let choices = Choices::of_model(&settings_dir)?;
+        Ok(ModelRef {
+            name: spec.model.clone(),
+            files,
+            choices,
+            toy,
+        })
     }
 
     /// The model folder `dir`, named `name` in outputs; `toy`: the toy world's model.
@@ -91,7 +162,7 @@ pub struct Model {
 
 impl Model {
     /// Resolve, check and load in f32 (what the ticket commands and the server use).
-    pub fn open(spec: &str, device: &Device) -> Result<Model> {
+    pub fn open(spec: &ModelSpec, device: &Device) -> Result<Model> {
         ModelRef::resolve(spec, Variant::Full)?
             .load(device, Precision::uniform(candle_core::DType::F32))
     }
@@ -153,5 +224,50 @@ pub fn device(name: &str) -> Result<Device> {
             bail!("--device metal: this semi was built without Metal support (rebuild with `--features metal`)")
         }
         other => bail!("unknown device {other:?} (use cpu, cuda or metal)"),
+    }
+}
+
+/// The flags that name a model, shared by every command that loads one (`semi generate`,
+/// `semi eval generate|run`, `semi tickets collect`, `semi serve`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, a
+    /// single-file checkpoint (`.safetensors` of SD 1.x, 2.x or XL), or `toy`: the embedded toy
+    /// model (models/toy), which needs no download.
+    #[arg(long, default_value = crate::embedded::TOY_MODEL)]
+    pub model: String,
+    /// For a single-file --model: a diffusers folder or cached repo id whose configs and
+    /// tokenizers to use [default: the standard ones of the file's family].
+    #[arg(long, value_name = "FOLDER|REPO")]
+    pub config: Option<String>,
+    /// A VAE instead of the model's: a diffusers VAE folder, or one .safetensors file.
+    #[arg(long, value_name = "FILE|FOLDER")]
+    pub vae: Option<std::path::PathBuf>,
+    /// A LoRA to merge into the weights at load, with its weight (default 1); repeatable.
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    pub loras: Vec<String>,
+    /// The scheduler's prediction type instead of the model's: epsilon, v_prediction or sample
+    /// (a single SD 2.x file is taken as v_prediction, as diffusers does).
+    #[arg(long, value_name = "TYPE")]
+    pub prediction: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn spec(&self) -> Result<ModelSpec> {
+        if let Some(p) = &self.prediction {
+            semi_diffusion::schedulers::Prediction::parse(p)
+                .with_context(|| format!("--prediction {p}"))?;
+        }
+        Ok(ModelSpec {
+            model: self.model.clone(),
+            config: self.config.clone(),
+            vae: self.vae.clone(),
+            loras: self
+                .loras
+                .iter()
+                .map(|l| LoraFile::parse(l))
+                .collect::<Result<_>>()?,
+            prediction: self.prediction.clone(),
+        })
     }
 }

@@ -197,10 +197,8 @@ pub fn run(options: ServeOptions) -> Result<()> {
 /// `semi serve`'s flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// A diffusers folder, a Hugging Face repo id in the local HF cache, or `toy` (the embedded
-    /// toy model).
-    #[arg(long, default_value = "toy")]
-    pub model: String,
+    #[command(flatten)]
+    pub model: semi_run::model::ModelArgs,
     /// A collected ticket store for the semi inits [default: a cache store per model, filled on
     /// the fly for the categories a layout uses].
     #[arg(long, value_name = "DIR")]
@@ -222,11 +220,10 @@ pub struct ServeArgs {
 
 /// `semi serve`: `--model` resolved as every command resolves it (`semi_run::embedded`).
 pub fn run_cli(args: &ServeArgs) -> Result<()> {
-    let (dir, toy) = semi_run::embedded::resolve_model_arg(&args.model)?;
+    let spec = args.model.spec()?;
     let mut options = ServeOptions::new(ModelSource {
-        dir,
-        name: args.model.clone(),
-        toy,
+        name: spec.model.clone(),
+        spec,
         store: args.store.clone(),
     });
     options.host = args.host.clone();

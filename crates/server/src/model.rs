@@ -17,12 +17,10 @@ use serde::Serialize;
 /// never takes a path from a client).
 #[derive(Debug, Clone)]
 pub struct ModelSource {
-    /// A diffusers folder.
-    pub dir: PathBuf,
+    /// The model as every command names it (`--model`, `--config`, `--vae`, `--lora`, ...).
+    pub spec: semi_run::ModelSpec,
     /// The name shown in the page and written into the PNG metadata (`toy`, a repo id, ...).
     pub name: String,
-    /// The embedded toy model: its six shape names are the only categories.
-    pub toy: bool,
     /// A collected ticket store for `semi`/`semi+swap`; without one, a cache store is filled on
     /// the fly (`semi_run::store`).
     pub store: Option<PathBuf>,
@@ -95,7 +93,8 @@ pub struct Loaded {
 
 /// Load the model (f32, CPU), fingerprint it, open the store and work out the grid.
 pub fn load(source: &ModelSource) -> Result<Loaded> {
-    let reference = ModelRef::at(&source.dir, &source.name, source.toy, Variant::Full)?;
+    let mut reference = ModelRef::resolve(&source.spec, Variant::Full)?;
+    reference.name = source.name.clone();
     let train_timesteps = reference.files.scheduler.num_train_timesteps;
     let settings: Settings = reference.settings(&semi_run::Choices::default())?;
     let model = reference

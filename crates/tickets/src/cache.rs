@@ -73,8 +73,10 @@ fn stamps(files: &[PathBuf]) -> Result<Vec<FileStamp>> {
 pub fn model_fingerprint_cached(files: &ModelFiles, cache: Option<&Path>) -> Result<String> {
     let list = files.fingerprint_files();
     let now = stamps(&list)?;
-    let root = std::fs::canonicalize(&files.root)
-        .unwrap_or_else(|_| files.root.clone())
+    // A single file shares its config folder with every other file of its family.
+    let key = files.single_file.as_ref().unwrap_or(&files.root);
+    let root = std::fs::canonicalize(key)
+        .unwrap_or_else(|_| key.clone())
         .display()
         .to_string();
     let mut db: FingerprintCache = cache
@@ -83,10 +85,10 @@ pub fn model_fingerprint_cached(files: &ModelFiles, cache: Option<&Path>) -> Res
         .unwrap_or_default();
     if let Some((old, digest)) = db.entries.get(&root) {
         if *old == now {
-            return Ok(digest.clone());
+            return files.with_additions(digest.clone());
         }
     }
-    let digest = files.fingerprint()?;
+    let digest = files.base_fingerprint()?;
     if let Some(path) = cache {
         db.entries.insert(root, (now, digest.clone()));
         let bytes = serde_json::to_vec_pretty(&db).expect("cache serialises");
@@ -95,7 +97,8 @@ pub fn model_fingerprint_cached(files: &ModelFiles, cache: Option<&Path>) -> Res
         }
         let _ = semi_diffusion::image::write_atomic(path, |f| Ok(f.write_all(&bytes)?));
     }
-    Ok(digest)
+    // LoRAs and a replaced VAE are hashed on top, outside the cache (their weights are no file).
+    files.with_additions(digest)
 }
 
 /// [`model_fingerprint_cached`] with `<cache>/fingerprints.json`.

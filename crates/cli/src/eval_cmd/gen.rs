@@ -24,9 +24,8 @@ use crate::common::{DeviceArg, ProbeArgs, TicketArgs};
 /// Generation flags shared by `eval generate` and `eval run`.
 #[derive(Args, Debug, Clone)]
 pub struct GenOpts {
-    /// A diffusers folder, a Hugging Face repo id in the local cache, or `toy` (embedded).
-    #[arg(long, default_value = crate::common::TOY_MODEL)]
-    pub model: String,
+    #[command(flatten)]
+    pub model: semi_run::model::ModelArgs,
     /// DDIM steps [default: the model's, else 50].
     #[arg(long)]
     pub steps: Option<usize>,
@@ -144,7 +143,8 @@ impl Generator {
     pub fn new(opts: &GenOpts, plan: &Plan, methods: &[Method]) -> Result<Generator> {
         opts.check()?;
         let device = opts.device.device()?;
-        let reference = ModelRef::resolve(&opts.model, semi_diffusion::loading::Variant::Full)?;
+        let reference =
+            ModelRef::resolve(&opts.model.spec()?, semi_diffusion::loading::Variant::Full)?;
         // Every method's flags are checked before the weights are read.
         let runs: Vec<Run> = methods
             .iter()
@@ -176,7 +176,7 @@ impl Generator {
         Ok(Generated {
             image,
             info: json!({
-                "model": self.opts.model,
+                "model": self.opts.model.model,
                 "settings": settings,
                 "method": g.prepared_metadata,
                 "seconds": seconds,

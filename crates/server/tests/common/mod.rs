@@ -30,9 +30,8 @@ fn test_cache() {
 /// Start a server for the toy model on 127.0.0.1, port 0 (a free one).
 pub async fn start_toy() -> SocketAddr {
     start(ModelSource {
-        dir: toy_dir(),
+        spec: "toy".into(),
         name: "toy".into(),
-        toy: true,
         store: None,
     })
     .await
@@ -193,12 +192,12 @@ pub fn decode_png(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
 
 /// Start a server for a fixture model of `crates/diffusion/tests/fixtures` (e.g. `tiny-sdxl`).
 pub async fn start_fixture(name: &str) -> SocketAddr {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../diffusion/tests/fixtures")
+        .join(name);
     start(ModelSource {
-        dir: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../diffusion/tests/fixtures")
-            .join(name),
+        spec: dir.to_str().unwrap().into(),
         name: name.into(),
-        toy: false,
         store: None,
     })
     .await
