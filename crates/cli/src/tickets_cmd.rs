@@ -20,7 +20,7 @@ pub struct TicketsArgs {
 #[derive(Subcommand, Debug)]
 pub enum TicketsCommand {
     /// Probe N noise images against contrastive pairs into a store (resumable, shardable).
-    Collect(CollectArgs),
+    Collect(Box<CollectArgs>),
     /// Merge complete shard stores into one store.
     Merge(MergeArgs),
     /// Show a store: settings, progress, tickets per category, score histograms.

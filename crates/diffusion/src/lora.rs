@@ -96,6 +96,18 @@ pub struct Loras {
     used: Mutex<HashSet<(usize, Slot, String)>>,
 }
 
+/// A module key as it is matched: text encoder modules without transformers' `text_model_`
+/// (kohya writes it; other exporters, and files saved by newer transformers, do not).
+fn text_module(slot: Slot, module: &str) -> String {
+    match slot {
+        Slot::Unet => module.to_string(),
+        _ => module
+            .strip_prefix("text_model_")
+            .unwrap_or(module)
+            .to_string(),
+    }
+}
+
 /// (slot, module, factor) of one tensor name, or None when it is no LoRA factor.
 fn split_key(name: &str, family: Family) -> Option<(Slot, String, &'static str)> {
     let kohya = [
@@ -112,7 +124,7 @@ fn split_key(name: &str, family: Family) -> Option<(Slot, String, &'static str)>
                 (".alpha", "alpha"),
             ] {
                 if let Some(module) = rest.strip_suffix(suffix) {
-                    return Some((slot, module.to_string(), factor));
+                    return Some((slot, text_module(slot, module), factor));
                 }
             }
             return None;
@@ -136,7 +148,7 @@ fn split_key(name: &str, family: Family) -> Option<(Slot, String, &'static str)>
                 (".alpha", "alpha"),
             ] {
                 if let Some(module) = rest.strip_suffix(suffix) {
-                    return Some((slot, module.replace('.', "_"), factor));
+                    return Some((slot, text_module(slot, &module.replace('.', "_")), factor));
                 }
             }
             return None;
@@ -179,7 +191,7 @@ impl Loras {
         let Some(module) = name.strip_suffix(".weight") else {
             return Ok(None);
         };
-        let mut keys = vec![module.replace('.', "_")];
+        let mut keys = vec![text_module(slot, &module.replace('.', "_"))];
         if let (Slot::Unet, Some(cfg)) = (slot, unet_cfg) {
             if let Ok(o) = crate::single_file::unet(name, cfg) {
                 if let Some(m) = o
@@ -246,8 +258,8 @@ fn open_one(file: &LoraFile, family: Family) -> Result<Opened> {
     let header = crate::loading::read_header(&file.path)?;
     // SAFETY: read-only map of a file nobody should truncate while the model loads.
     let tensors = unsafe { MmapedSafetensors::new(&file.path) }.context("cannot map the file")?;
-    let mut pairs: BTreeMap<(Slot, String), (Option<String>, Option<String>, Option<String>)> =
-        BTreeMap::new();
+    // (slot, module) -> [down, up, alpha] as they are found.
+    let mut pairs: BTreeMap<(Slot, String), [Option<String>; 3]> = BTreeMap::new();
     for name in header.tensors.keys() {
         let Some((slot, module, factor)) = split_key(name, family) else {
             bail!(
@@ -256,11 +268,12 @@ fn open_one(file: &LoraFile, family: Family) -> Result<Opened> {
             );
         };
         let entry = pairs.entry((slot, module)).or_default();
-        match factor {
-            "down" => entry.0 = Some(name.clone()),
-            "up" => entry.1 = Some(name.clone()),
-            _ => entry.2 = Some(name.clone()),
-        }
+        let i = match factor {
+            "down" => 0,
+            "up" => 1,
+            _ => 2,
+        };
+        entry[i] = Some(name.clone());
     }
     if pairs.is_empty() {
         bail!("the file holds no LoRA weights");
@@ -278,7 +291,7 @@ fn open_one(file: &LoraFile, family: Family) -> Result<Opened> {
         _ => {}
     }
     let mut out = BTreeMap::new();
-    for ((slot, module), (down, up, alpha)) in pairs {
+    for ((slot, module), [down, up, alpha]) in pairs {
         let (Some(down), Some(up)) = (down, up) else {
             bail!("the update of `{module}` lacks its down (lora_A) or up (lora_B) factor");
         };

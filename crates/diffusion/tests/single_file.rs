@@ -14,91 +14,16 @@ use semi_diffusion::family::Family;
 use semi_diffusion::loading::{ModelFiles, Variant};
 use semi_diffusion::lora::{LoraFile, Loras};
 use semi_diffusion::pipeline::StableDiffusion;
-use semi_diffusion::single_file::{self, Kind, Layout, Part};
+use semi_diffusion::single_file::{self, Kind};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// The layouts of a kind's components: (component folder, weight file, layout).
-fn components(kind: Kind) -> Vec<(&'static str, &'static str, Layout)> {
-    let l = |p: &str| p.to_string();
-    let mut out = vec![
-        ("unet", "diffusion_pytorch_model.safetensors", Layout::Unet),
-        (
-            "vae",
-            "diffusion_pytorch_model.safetensors",
-            Layout::Vae {
-                prefix: l(single_file::VAE_PREFIX),
-            },
-        ),
-    ];
-    match kind {
-        Kind::Sd1 => out.push((
-            "text_encoder",
-            "model.safetensors",
-            Layout::Clip {
-                prefix: l(single_file::SD1_TEXT_PREFIX),
-            },
-        )),
-        Kind::Sd2 => out.push((
-            "text_encoder",
-            "model.safetensors",
-            Layout::OpenClip {
-                prefix: l(single_file::SD2_TEXT_PREFIX),
-            },
-        )),
-        Kind::Sdxl => {
-            out.push((
-                "text_encoder",
-                "model.safetensors",
-                Layout::Clip {
-                    prefix: l(single_file::SDXL_TEXT_PREFIX),
-                },
-            ));
-            out.push((
-                "text_encoder_2",
-                "model.safetensors",
-                Layout::OpenClip {
-                    prefix: l(single_file::SDXL_TEXT_2_PREFIX),
-                },
-            ));
-        }
-    }
-    out
-}
-
 /// The fixture folder `model`'s weights in the original layout, checked against the digest of
 /// tools/to_single_file.py's output for the same folder.
-fn original_tensors(model: &str, kind: Kind) -> HashMap<String, Tensor> {
-    let dir = common::fixture(model);
-    let files = ModelFiles::check(&dir, Variant::Full).unwrap();
-    let blocks = files.vae.as_ref().unwrap().config.block_out_channels.len();
-    let mut parts: BTreeMap<String, Vec<(Part, Tensor)>> = BTreeMap::new();
-    for (folder, file, layout) in components(kind) {
-        let tensors =
-            candle_core::safetensors::load(dir.join(folder).join(file), &Device::Cpu).unwrap();
-        for (name, t) in tensors {
-            let o = layout.original(&name, &files.unet.config, blocks).unwrap();
-            parts.entry(o.name).or_default().push((o.part, t));
-        }
-    }
-    let mut out = HashMap::new();
-    for (name, mut ts) in parts {
-        let t = match ts[0].0 {
-            Part::Whole => ts.remove(0).1,
-            Part::Squeeze1x1 => ts[0].1.unsqueeze(2).unwrap().unsqueeze(3).unwrap(),
-            Part::Transposed => ts[0].1.t().unwrap().contiguous().unwrap(),
-            Part::Rows { of, .. } => {
-                assert_eq!(ts.len(), of, "{name}: {} of {of} row blocks", ts.len());
-                ts.sort_by_key(|(p, _)| match p {
-                    Part::Rows { index, .. } => *index,
-                    _ => usize::MAX,
-                });
-                let rows: Vec<Tensor> = ts.into_iter().map(|(_, t)| t).collect();
-                Tensor::cat(&rows, 0).unwrap()
-            }
-        };
-        out.insert(name, t);
-    }
+fn original_tensors(model: &str, kind: Kind) -> BTreeMap<String, Tensor> {
+    let files = ModelFiles::check(&common::fixture(model), Variant::Full).unwrap();
+    assert_eq!(Kind::of(&files), kind);
+    let out = single_file::original_tensors(&files).unwrap();
     // Every tensor as the Python converter wrote it: same names, shapes, sums.
     let digest: BTreeMap<String, (Vec<usize>, f64, f64)> = serde_json::from_str(
         &std::fs::read_to_string(common::fixture(&format!("single-file/{model}.json"))).unwrap(),
@@ -131,7 +56,7 @@ fn original_tensors(model: &str, kind: Kind) -> HashMap<String, Tensor> {
 }
 
 fn write_single_file(model: &str, kind: Kind, out: &Path) {
-    let tensors = original_tensors(model, kind);
+    let tensors: HashMap<String, Tensor> = original_tensors(model, kind).into_iter().collect();
     candle_core::safetensors::save(&tensors, out).unwrap();
 }
 

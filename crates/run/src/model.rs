@@ -115,6 +115,37 @@ impl ModelRef {
         })
     }
 
+    /// What was put together to make this model beyond a plain folder: the single file and its
+    /// config folder, a replaced VAE, the LoRAs with their weights, a changed prediction type.
+    /// None for a plain folder.
+    pub fn additions(&self) -> Option<serde_json::Value> {
+        let f = &self.files;
+        if f.single_file.is_none() && f.vae_from.is_none() && f.loras.is_empty() {
+            return None;
+        }
+        let mut m = serde_json::Map::new();
+        if let Some(s) = &f.single_file {
+            m.insert("single_file".into(), s.display().to_string().into());
+            m.insert("config".into(), f.root.display().to_string().into());
+        }
+        if let Some(v) = &f.vae_from {
+            m.insert("vae".into(), v.display().to_string().into());
+        }
+        if !f.loras.is_empty() {
+            let loras: Vec<serde_json::Value> = f
+                .loras
+                .iter()
+                .map(|l| serde_json::json!({"path": l.path.display().to_string(), "weight": l.weight}))
+                .collect();
+            m.insert("loras".into(), loras.into());
+        }
+        m.insert(
+            "prediction_type".into(),
+            f.scheduler.prediction_type.clone().into(),
+        );
+        Some(m.into())
+    }
+
     /// The image size the model was trained at (unet sample_size x the VAE's scale factor).
     pub fn native_size(&self) -> Result<(usize, usize)> {
         self.files.default_size().with_context(|| {

@@ -63,6 +63,9 @@ pub struct Run {
     pub sampling: Sampling,
     /// The model's family (`sd`, `sdxl`), recorded in the sidecar.
     pub family: Family,
+    /// What completes or changes the model (single file, config, VAE, LoRAs), recorded in the
+    /// sidecar as `model_files` (see [`crate::ModelRef::additions`]).
+    pub model_files: Option<Value>,
 }
 
 /// Read a layout file; a layout without `width`/`height` gets `native` (width, height) when
@@ -208,6 +211,7 @@ impl Run {
             options,
             sampling,
             family: model.files.family,
+            model_files: model.additions(),
         })
     }
 
@@ -276,6 +280,9 @@ impl Run {
             extra.insert("scheduler".into(), s.describe());
         }
         extra.insert("family".into(), json!(self.family.name()));
+        if let Some(files) = &self.model_files {
+            extra.insert("model_files".into(), files.clone());
+        }
         ImageParams {
             prompt: self.layout.prompt.clone(),
             negative_prompt: self.layout.negative_prompt.clone().unwrap_or_default(),

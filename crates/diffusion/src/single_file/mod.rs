@@ -285,3 +285,109 @@ impl crate::loading::ModelFiles {
         Ok(files)
     }
 }
+
+impl Kind {
+    /// The kind of a diffusers folder's model, as tools/to_single_file.py tells it: SDXL by its
+    /// family, SD 1.x by CLIP's quick_gelu, else SD 2.x (OpenCLIP).
+    pub fn of(files: &crate::loading::ModelFiles) -> Kind {
+        match files.family {
+            crate::family::Family::Sdxl => Kind::Sdxl,
+            _ if files.text_encoder.config.hidden_act == "quick_gelu" => Kind::Sd1,
+            _ => Kind::Sd2,
+        }
+    }
+
+    /// Each component's weight files and its place in a single file of this kind.
+    fn layouts(self, files: &crate::loading::ModelFiles) -> Vec<(Vec<std::path::PathBuf>, Layout)> {
+        let l = |p: &str| p.to_string();
+        let mut out = vec![(files.unet.weights.clone(), Layout::Unet)];
+        if let Some(v) = &files.vae {
+            out.push((
+                v.weights.clone(),
+                Layout::Vae {
+                    prefix: l(VAE_PREFIX),
+                },
+            ));
+        }
+        let te = files.text_encoder.weights.clone();
+        match self {
+            Kind::Sd1 => out.push((
+                te,
+                Layout::Clip {
+                    prefix: l(SD1_TEXT_PREFIX),
+                },
+            )),
+            Kind::Sd2 => out.push((
+                te,
+                Layout::OpenClip {
+                    prefix: l(SD2_TEXT_PREFIX),
+                },
+            )),
+            Kind::Sdxl => {
+                out.push((
+                    te,
+                    Layout::Clip {
+                        prefix: l(SDXL_TEXT_PREFIX),
+                    },
+                ));
+                if let Some(t) = &files.text_2 {
+                    out.push((
+                        t.encoder.weights.clone(),
+                        Layout::OpenClip {
+                            prefix: l(SDXL_TEXT_2_PREFIX),
+                        },
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A diffusers folder's weights under their original single-file names (the inverse of the key
+/// map: q, k and v stacked into OpenCLIP's `in_proj`, the VAE attention as 1x1 convolutions,
+/// OpenCLIP's projection transposed), on the CPU in their stored dtype. What tests and
+/// benchmarks make single files from; tools/to_single_file.py is the independent reference.
+pub fn original_tensors(
+    files: &crate::loading::ModelFiles,
+) -> Result<std::collections::BTreeMap<String, candle_core::Tensor>> {
+    use candle_core::{Device, Tensor};
+    let kind = Kind::of(files);
+    let blocks = files
+        .vae
+        .as_ref()
+        .map_or(0, |v| v.config.block_out_channels.len());
+    let mut parts: std::collections::BTreeMap<String, Vec<(Part, Tensor)>> = Default::default();
+    for (weights, layout) in kind.layouts(files) {
+        for w in weights {
+            for (name, t) in candle_core::safetensors::load(&w, &Device::Cpu)? {
+                if name.ends_with("position_ids") {
+                    continue;
+                }
+                let o = layout.original(&name, &files.unet.config, blocks)?;
+                parts.entry(o.name).or_default().push((o.part, t));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (name, mut ts) in parts {
+        let t = match ts[0].0 {
+            Part::Whole => ts.remove(0).1,
+            Part::Squeeze1x1 => ts[0].1.unsqueeze(2)?.unsqueeze(3)?,
+            Part::Transposed => ts[0].1.t()?.contiguous()?,
+            Part::Rows { of, .. } => {
+                if ts.len() != of {
+                    bail!("{name}: {} of its {of} row blocks", ts.len());
+                }
+                ts.sort_by_key(|(p, _)| match p {
+                    Part::Rows { index, .. } => *index,
+                    _ => usize::MAX,
+                });
+                let rows: Vec<Tensor> = ts.into_iter().map(|(_, t)| t).collect();
+                Tensor::cat(&rows, 0)?
+            }
+        };
+        out.insert(name, t);
+    }
+    Ok(out)
+}
