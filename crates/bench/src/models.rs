@@ -155,7 +155,7 @@ fn peak_rss() -> Option<u64> {
 
 /// Announces the row `work` to `progress`, then times `f` (its result is dropped), each run
 /// ended by a synchronize of `dev` so a GPU's queued work is counted.
-fn time_row<T, E: Into<anyhow::Error>>(
+pub(crate) fn time_row<T, E: Into<anyhow::Error>>(
     work: &str,
     runs: usize,
     dev: &Device,
@@ -392,6 +392,9 @@ fn run_rows(
     denoising_rows(opts, precision, &suffix, rows, progress)?;
     generation_row(opts, precision, &suffix, rows, progress)?;
     sdxl_row(opts, precision, &suffix, rows, progress)?;
+    if requested(opts, "load SD-1.5") {
+        crate::loading::load_rows(opts, precision, precision.weights, &suffix, rows, progress)?;
+    }
     Ok(())
 }
 

@@ -118,3 +118,26 @@ pub fn build_seeded_with<M>(
         .collect();
     make(precision.var_builder(Box::new(Backend::Seeded { index, base }), device))
 }
+
+/// The seeded weights of the model `make` builds, by name, on the CPU in `dtype` (to write
+/// weight files of full-size models: `semi bench --only load`).
+pub fn seeded_tensors<M>(
+    base: u64,
+    dtype: DType,
+    make: impl Fn(VarBuilder<'static>) -> Result<M>,
+) -> Result<BTreeMap<String, Tensor>> {
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    drop(make(VarBuilder::from_backend(
+        Box::new(Backend::Record(Arc::clone(&seen))),
+        DType::F16,
+        Device::Cpu,
+    ))?);
+    let seen = seen.lock().expect("recorder lock").clone();
+    seen.into_iter()
+        .enumerate()
+        .map(|(k, (name, shape))| {
+            let t = seeded_tensor(&name, shape.dims(), base + k as u64)?.to_dtype(dtype)?;
+            Ok((name, t))
+        })
+        .collect()
+}

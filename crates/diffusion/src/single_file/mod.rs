@@ -351,20 +351,30 @@ impl Kind {
 pub fn original_tensors(
     files: &crate::loading::ModelFiles,
 ) -> Result<std::collections::BTreeMap<String, candle_core::Tensor>> {
-    use candle_core::{Device, Tensor};
-    let kind = Kind::of(files);
     let blocks = files
         .vae
         .as_ref()
         .map_or(0, |v| v.config.block_out_channels.len());
+    original_tensors_of(&Kind::of(files).layouts(files), &files.unet.config, blocks)
+}
+
+/// [`original_tensors`] of weight files given with their layouts; `unet_cfg` and `vae_blocks`
+/// place the UNet's and the VAE's blocks.
+pub fn original_tensors_of(
+    components: &[(Vec<std::path::PathBuf>, Layout)],
+    unet_cfg: &UNetConfig,
+    vae_blocks: usize,
+) -> Result<std::collections::BTreeMap<String, candle_core::Tensor>> {
+    use candle_core::{Device, Tensor};
+    let (files_cfg, blocks) = (unet_cfg, vae_blocks);
     let mut parts: std::collections::BTreeMap<String, Vec<(Part, Tensor)>> = Default::default();
-    for (weights, layout) in kind.layouts(files) {
+    for (weights, layout) in components {
         for w in weights {
-            for (name, t) in candle_core::safetensors::load(&w, &Device::Cpu)? {
+            for (name, t) in candle_core::safetensors::load(w, &Device::Cpu)? {
                 if name.ends_with("position_ids") {
                     continue;
                 }
-                let o = layout.original(&name, &files.unet.config, blocks)?;
+                let o = layout.original(&name, files_cfg, blocks)?;
                 parts.entry(o.name).or_default().push((o.part, t));
             }
         }
