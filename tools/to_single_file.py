@@ -225,6 +225,25 @@ def check(folder, path, family):
     print(f"from_single_file matches the folder: largest difference {worst}")
     if worst != 0:
         raise SystemExit("the converted file does not load back to the same weights")
+    # The final latents of both pipelines for the folder's reference request (DDIM for SD, the
+    # first run of an SDXL fixture), which semi's tests hold semi's single-file runs to.
+    ref_path = os.path.join(folder, "reference.json")
+    if os.path.exists(ref_path):
+        with open(ref_path) as f:
+            info = json.load(f)
+        run = info["runs"][0] if "runs" in info else info
+        def final(p):
+            if "runs" not in info:
+                p.scheduler = diffusers.DDIMScheduler.from_config(p.scheduler.config)
+            p.set_progress_bar_config(disable=True)
+            kw = {"eta": run["eta"]} if "eta" in run else {}
+            return p(info["prompt"], negative_prompt=run.get("negative_prompt", run.get("negative")),
+                     num_inference_steps=run["steps"], guidance_scale=run["guidance"],
+                     height=run["height"], width=run["width"], output_type="latent",
+                     generator=torch.Generator().manual_seed(run["seed"]), **kw).images
+        a, b = final(pipe), final(ref)
+        print(f"final latents, from_single_file vs from_pretrained: rel err "
+              f"{((a - b).norm() / b.norm()).item():.1e}")
 
 
 def main():

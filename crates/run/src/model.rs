@@ -24,7 +24,7 @@ pub struct ModelSpec {
     /// For a single file: the diffusers folder (or cached repo id) whose configs and tokenizers
     /// to use, as diffusers' `from_single_file(config=...)`; default: the family's standard.
     pub config: Option<String>,
-    /// A VAE to use instead of the model's (`--vae FILE|FOLDER`).
+    /// A VAE to use instead of the model's (`--vae FILE|FOLDER|REPO`).
     pub vae: Option<std::path::PathBuf>,
     /// LoRAs merged at load (`--lora FILE[:WEIGHT]`).
     pub loras: Vec<LoraFile>,
@@ -67,7 +67,14 @@ impl ModelSpec {
             (ModelFiles::check(&dir, variant)?, toy, dir)
         };
         if let Some(vae) = &self.vae {
-            files.replace_vae(vae)?;
+            // A VAE may also be named by its repo id in the local Hugging Face cache.
+            let vae = match vae.to_str() {
+                Some(id) if !vae.exists() && semi_diffusion::loading::is_repo_id(id) => {
+                    resolve_model(id).with_context(|| format!("--vae {id}"))?
+                }
+                _ => vae.clone(),
+            };
+            files.replace_vae(&vae)?;
         }
         if let Some(p) = &self.prediction {
             files.set_prediction(p)?;
@@ -271,8 +278,9 @@ pub struct ModelArgs {
     /// tokenizers to use [default: the standard ones of the file's family].
     #[arg(long, value_name = "FOLDER|REPO")]
     pub config: Option<String>,
-    /// A VAE instead of the model's: a diffusers VAE folder, or one .safetensors file.
-    #[arg(long, value_name = "FILE|FOLDER")]
+    /// A VAE instead of the model's: a diffusers VAE folder (or its repo id in the local HF
+    /// cache), or one .safetensors file.
+    #[arg(long, value_name = "FILE|FOLDER|REPO")]
     pub vae: Option<std::path::PathBuf>,
     /// A LoRA to merge into the weights at load, with its weight (default 1); repeatable.
     #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
