@@ -3,7 +3,7 @@
 //! - [`models`]: the `semi bench` table, seconds and peak memory of the SD-1.5-size components
 //!   (UNet, probe pass, text encoder, VAE) on random weights, optionally next to PyTorch;
 //! - [`loading`]: load time and memory of a single-file checkpoint against a folder
-//!   (`--only load`);
+//!   (`--only loading`);
 //! - [`selection`]: winning-ticket selection timings on a synthetic store (`semi tickets bench`);
 //! - [`random_weights`]: full-size models with weights rebuilt from a seed (the rule of
 //!   `tools/make_fixtures.py`), also used by `semi-diffusion`'s SD-1.5 parity test.

@@ -1,4 +1,4 @@
-//! `semi bench --only load`: loading the SD-1.5-size UNet, text encoder and VAE from a diffusers
+//! `semi bench --only loading`: loading the SD-1.5-size UNet, text encoder and VAE from a diffusers
 //! folder's three files and from one single-file checkpoint of the same random weights (the
 //! original LDM names, read through `semi_diffusion::single_file`'s key map). The single file
 //! must cost at most 10% more time and memory than the folder, and never hold two copies of the
@@ -28,8 +28,8 @@ pub fn load_rows(
     rows: &mut Vec<BenchRow>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
-    let folder_row = format!("load SD-1.5 UNet + text encoder + VAE, diffusers folder{suffix}");
-    let single_row = format!("load SD-1.5 UNet + text encoder + VAE, single file{suffix}");
+    let folder_row = format!("loading SD-1.5 UNet + text encoder + VAE, diffusers folder{suffix}");
+    let single_row = format!("loading SD-1.5 UNet + text encoder + VAE, single file{suffix}");
     let unet_cfg = UNetConfig::parse(SD15_UNET)?;
     let te_cfg = TextEncoderConfig::parse(SD15_TEXT)?;
     let vae_cfg = VaeConfig::parse(SD15_VAE)?;

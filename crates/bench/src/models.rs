@@ -392,7 +392,7 @@ fn run_rows(
     denoising_rows(opts, precision, &suffix, rows, progress)?;
     generation_row(opts, precision, &suffix, rows, progress)?;
     sdxl_row(opts, precision, &suffix, rows, progress)?;
-    if requested(opts, "load SD-1.5") {
+    if requested(opts, "loading SD-1.5") {
         crate::loading::load_rows(opts, precision, precision.weights, &suffix, rows, progress)?;
     }
     Ok(())

@@ -120,7 +120,7 @@ pub fn build_seeded_with<M>(
 }
 
 /// The seeded weights of the model `make` builds, by name, on the CPU in `dtype` (to write
-/// weight files of full-size models: `semi bench --only load`).
+/// weight files of full-size models: `semi bench --only loading`).
 pub fn seeded_tensors<M>(
     base: u64,
     dtype: DType,
