@@ -130,3 +130,41 @@ fn unpack(label: &str, mut entries: Vec<(PathBuf, &'static [u8])>) -> Result<Pat
         Err(e) => Err(e).with_context(|| format!("cannot move {label} into {}", dir.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use semi_diffusion::family::Family;
+    use semi_diffusion::loading::{ModelFiles, WeightsFrom};
+
+    /// Every standard config folder checks as a diffusers folder of its family, with the sizes
+    /// of the published model.
+    #[test]
+    fn standard_configs_are_the_published_models() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::env::set_var("SEMI_CACHE", tmp.path());
+        let weights = tmp.path().join("weights.safetensors");
+        // (name, family, cross_attention_dim, text widths, sample_size, prediction)
+        let cases = [
+            ("sd1", Family::Sd, 768, vec![768], 64, "epsilon"),
+            ("sd2", Family::Sd, 1024, vec![1024], 96, "v_prediction"),
+            ("sd2-base", Family::Sd, 1024, vec![1024], 64, "epsilon"),
+            ("sdxl", Family::Sdxl, 2048, vec![768, 1280], 128, "epsilon"),
+        ];
+        for (name, family, cross, widths, sample, prediction) in cases {
+            let dir = standard_config_dir(name).unwrap();
+            let f = ModelFiles::check_with(&dir, WeightsFrom::SingleFile(&weights)).unwrap();
+            assert_eq!(f.family, family, "{name}");
+            let blocks = f.unet.config.down_blocks().unwrap();
+            assert_eq!(blocks.last().unwrap().cross_attention_dim, cross, "{name}");
+            let mut w = vec![f.text_encoder.config.hidden_size];
+            w.extend(f.text_2.as_ref().map(|t| t.encoder.config.hidden_size));
+            assert_eq!(w, widths, "{name}");
+            assert_eq!(f.default_size(), Some((8 * sample, 8 * sample)), "{name}");
+            assert_eq!(f.scheduler.prediction_type, prediction, "{name}");
+            // The shipped vocabulary is CLIP's.
+            let tok = semi_diffusion::tokenizer::ClipTokenizer::from_dir(&f.tokenizer_dir).unwrap();
+            assert_eq!(tok.vocab_size(), 49408, "{name}");
+        }
+    }
+}
