@@ -396,3 +396,70 @@ fn bad_input_is_one_line_and_exit_1() {
     ]);
     assert_error(&e, &["paint", "merge"]);
 }
+
+#[test]
+fn coco_metrics_prints_pycocotools_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../eval/tests/fixtures/cocoeval");
+    let p = |n: &str| f.join(n).display().to_string();
+    let (gt, results) = (p("main.gt.json"), p("main.results.json"));
+    let out = ok(semi(
+        dir.path(),
+        &[
+            "eval",
+            "coco-metrics",
+            "--gt",
+            &gt,
+            "--results",
+            &results,
+            "--json",
+        ],
+    ));
+    let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let want: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("main.stats.json")).unwrap()).unwrap();
+    for (k, w) in want.as_object().unwrap() {
+        let g = got[k].as_f64().unwrap();
+        assert!((g - w.as_f64().unwrap()).abs() <= 1e-6, "{k}: {g} vs {w}");
+    }
+    let text = ok(semi(
+        dir.path(),
+        &["eval", "coco-metrics", "--gt", &gt, "--results", &results],
+    ));
+    assert!(
+        text.contains(
+            " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.224"
+        ),
+        "{text}"
+    );
+    // Results for other images, and annotations that are not COCO's.
+    let other = p("sparse.gt.json");
+    assert_error(
+        &semi(
+            dir.path(),
+            &[
+                "eval",
+                "coco-metrics",
+                "--gt",
+                &other,
+                "--results",
+                &results,
+            ],
+        ),
+        &["image ids the annotations do not have"],
+    );
+    assert_error(
+        &semi(
+            dir.path(),
+            &[
+                "eval",
+                "coco-metrics",
+                "--gt",
+                &results,
+                "--results",
+                &results,
+            ],
+        ),
+        &["not a COCO instances file"],
+    );
+}

@@ -15,6 +15,7 @@
 
 pub mod batch;
 pub mod coco;
+pub mod cocoeval;
 pub mod detector;
 pub mod evaluate;
 pub mod figures;
@@ -33,6 +34,7 @@ pub use batch::{
     ShardManifest, ShardStatus, Sidecar,
 };
 pub use coco::{CocoCaptions, CocoInstances, COCO_CATEGORIES};
+pub use cocoeval::{CocoEval, CocoStats};
 pub use detector::{CategoryMap, CocoResults, DetectRequest, Detection, Detector, ToyDetector};
 pub use evaluate::{evaluate_method, ImageDetections, MethodResult};
 pub use figures::{bar_chart, method_sheet};

@@ -8,7 +8,9 @@
 //! - `merge`: check a method's outputs are complete, write `_merged.json`.
 //! - `report`: detect, score, write table.md / CSV / JSON / chart / contact sheets.
 //! - `run`: generate + merge + report for a list of methods, one table.
+//! - `coco-metrics`: pycocotools' AP/AR of a results file against annotations.
 
+mod coco_metrics;
 mod detector_args;
 mod gen;
 mod merge;
@@ -40,6 +42,9 @@ enum EvalCommand {
     Report(report::ReportArgs),
     /// Generate (resumable), merge and report several methods over the same layouts.
     Run(run::RunArgs),
+    /// COCO AP/AR of a detection results file against annotations, as pycocotools computes
+    /// them (GLIGEN's "YOLO score" is this AP with the layouts' boxes as the ground truth).
+    CocoMetrics(coco_metrics::CocoMetricsArgs),
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
@@ -50,6 +55,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         EvalCommand::Merge(a) => merge::run(a),
         EvalCommand::Report(a) => report::run(a),
         EvalCommand::Run(a) => run::run(a),
+        EvalCommand::CocoMetrics(a) => coco_metrics::run(a),
     }
 }
 
