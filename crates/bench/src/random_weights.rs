@@ -102,6 +102,16 @@ pub fn build_seeded_with<M>(
     device: &Device,
     make: impl Fn(VarBuilder<'static>) -> Result<M>,
 ) -> Result<M> {
+    let index = shapes(&make)?
+        .into_keys()
+        .enumerate()
+        .map(|(k, n)| (n, k))
+        .collect();
+    make(precision.var_builder(Box::new(Backend::Seeded { index, base }), device))
+}
+
+/// The names and shapes of the tensors `make` asks for (sorted by name: the seed rule's order).
+fn shapes<M>(make: impl Fn(VarBuilder<'static>) -> Result<M>) -> Result<BTreeMap<String, Shape>> {
     let seen = Arc::new(Mutex::new(BTreeMap::new()));
     // Shapes only: the zeros live on the CPU in a half-size dtype and are dropped at once.
     drop(make(VarBuilder::from_backend(
@@ -109,14 +119,8 @@ pub fn build_seeded_with<M>(
         DType::F16,
         Device::Cpu,
     ))?);
-    let index = seen
-        .lock()
-        .expect("recorder lock")
-        .keys()
-        .enumerate()
-        .map(|(k, n)| (n.clone(), k))
-        .collect();
-    make(precision.var_builder(Box::new(Backend::Seeded { index, base }), device))
+    let out = seen.lock().expect("recorder lock").clone();
+    Ok(out)
 }
 
 /// The seeded weights of the model `make` builds, by name, on the CPU in `dtype` (to write
@@ -126,14 +130,8 @@ pub fn seeded_tensors<M>(
     dtype: DType,
     make: impl Fn(VarBuilder<'static>) -> Result<M>,
 ) -> Result<BTreeMap<String, Tensor>> {
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    drop(make(VarBuilder::from_backend(
-        Box::new(Backend::Record(Arc::clone(&seen))),
-        DType::F16,
-        Device::Cpu,
-    ))?);
-    let seen = seen.lock().expect("recorder lock").clone();
-    seen.into_iter()
+    shapes(make)?
+        .into_iter()
         .enumerate()
         .map(|(k, (name, shape))| {
             let t = seeded_tensor(&name, shape.dims(), base + k as u64)?.to_dtype(dtype)?;

@@ -95,6 +95,18 @@ pub fn unet(name: &str, cfg: &UNetConfig) -> Result<Original> {
         })
     };
     let tail_from = |i: usize| parts[i..].join(".");
+    // A resnet (`.0.`) or transformer (`.1.`) of a down or up block: `<side>.<start + j>...`.
+    let layer = |side: &str, start: usize| -> Result<Option<Original>> {
+        let (sub, tail) = match parts.get(2).copied() {
+            Some("resnets") => (0, rename_head(&tail_from(4), &UNET_RESNET)),
+            Some("attentions") => (1, tail_from(4)),
+            _ => return Ok(None),
+        };
+        let i = start + index(3)?;
+        Ok(Some(Original::whole(format!(
+            "model.diffusion_model.{side}.{i}.{sub}.{tail}"
+        ))))
+    };
     match parts.first().copied() {
         Some("down_blocks") => {
             let down = cfg.down_blocks()?;
@@ -104,19 +116,10 @@ pub fn unet(name: &str, cfg: &UNetConfig) -> Result<Original> {
                 .iter()
                 .map(|s| s.layers + 1)
                 .sum::<usize>();
+            if let Some(o) = layer("input_blocks", start)? {
+                return Ok(o);
+            }
             match parts.get(2).copied() {
-                Some("resnets") => {
-                    let i = start + index(3)?;
-                    ldm(format!(
-                        "input_blocks.{i}.0.{}",
-                        rename_head(&tail_from(4), &UNET_RESNET)
-                    ))
-                }
-                Some("attentions") => ldm(format!(
-                    "input_blocks.{}.1.{}",
-                    start + index(3)?,
-                    tail_from(4)
-                )),
                 Some("downsamplers") => {
                     let i = start + down.get(b).map_or(0, |s| s.layers);
                     // downsamplers.0.conv.<weight|bias> -> input_blocks.i.0.op.<weight|bias>
@@ -146,19 +149,10 @@ pub fn unet(name: &str, cfg: &UNetConfig) -> Result<Original> {
             let spec = up.get(b).ok_or_else(|| {
                 anyhow::anyhow!("single file: UNet weight `{name}`: no up block {b}")
             })?;
+            if let Some(o) = layer("output_blocks", start)? {
+                return Ok(o);
+            }
             match parts.get(2).copied() {
-                Some("resnets") => {
-                    let i = start + index(3)?;
-                    ldm(format!(
-                        "output_blocks.{i}.0.{}",
-                        rename_head(&tail_from(4), &UNET_RESNET)
-                    ))
-                }
-                Some("attentions") => ldm(format!(
-                    "output_blocks.{}.1.{}",
-                    start + index(3)?,
-                    tail_from(4)
-                )),
                 Some("upsamplers") => {
                     let i = start + spec.layers - 1;
                     let sub = if spec.has_cross_attention { 2 } else { 1 };
