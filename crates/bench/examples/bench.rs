@@ -22,7 +22,7 @@ fn main() -> Result<()> {
             other => bail!("unknown argument `{other}`"),
         }
     }
-    let rows = bench::run(&opts, &mut |m| eprintln!("[bench] {m}"))?;
+    let rows = semi_bench::run(&opts, &mut |m| eprintln!("[bench] {m}"))?;
     println!("{}", bench::markdown(&rows));
     Ok(())
 }

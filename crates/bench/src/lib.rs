@@ -16,3 +16,27 @@ pub mod loading;
 pub mod models;
 pub mod random_weights;
 pub mod selection;
+
+use anyhow::Result;
+
+/// The `semi bench` table: the model rows ([`models::run`], with PyTorch's beside them when
+/// asked), then the loading rows when named (`--only loading`).
+pub fn run(
+    opts: &models::BenchOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<models::BenchRow>> {
+    let mut rows = models::run(opts, progress)?;
+    if models::requested(opts, "loading SD-1.5") {
+        for (precision, suffix) in models::precisions(opts) {
+            loading::load_rows(
+                opts,
+                precision,
+                precision.weights,
+                &suffix,
+                &mut rows,
+                progress,
+            )?;
+        }
+    }
+    Ok(rows)
+}

@@ -229,16 +229,8 @@ fn randn(seed: u64, dims: &[usize], dev: &Device, dtype: DType) -> Result<Tensor
 /// Runs the table. `progress` is told which row starts (building SD-size weights takes a while).
 pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<BenchRow>> {
     let mut rows = Vec::new();
-    for &weights in &opts.weights {
-        let precision = Precision {
-            compute: opts.compute,
-            weights: if opts.compute == DType::F32 {
-                weights
-            } else {
-                opts.compute
-            },
-        };
-        run_rows(opts, precision, &mut rows, progress)?;
+    for (precision, suffix) in precisions(opts) {
+        run_rows(opts, precision, &suffix, &mut rows, progress)?;
     }
     if let Some(python) = &opts.torch {
         progress("running tools/bench_torch.py (PyTorch, 2 threads)");
@@ -252,22 +244,42 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
     Ok(rows)
 }
 
+/// The precision of each weight storage dtype of `opts`, with the suffix of its rows' names.
+pub(crate) fn precisions(opts: &BenchOptions) -> Vec<(Precision, String)> {
+    opts.weights
+        .iter()
+        .map(|&weights| {
+            let precision = Precision {
+                compute: opts.compute,
+                weights: if opts.compute == DType::F32 {
+                    weights
+                } else {
+                    opts.compute
+                },
+            };
+            let dt = precision.compute;
+            let suffix = if precision.is_mixed() {
+                format!(" ({:?} weights)", precision.weights).to_lowercase()
+            } else if dt != DType::F32 {
+                format!(" ({})", dtype_name(dt))
+            } else {
+                String::new()
+            };
+            (precision, suffix)
+        })
+        .collect()
+}
+
 /// The rows for one weight storage dtype.
 fn run_rows(
     opts: &BenchOptions,
     precision: Precision,
+    suffix: &str,
     rows: &mut Vec<BenchRow>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<()> {
     let dev = opts.device.clone();
     let dt = precision.compute;
-    let suffix = if precision.is_mixed() {
-        format!(" ({:?} weights)", precision.weights).to_lowercase()
-    } else if dt != DType::F32 {
-        format!(" ({})", dtype_name(dt))
-    } else {
-        String::new()
-    };
     let wanted = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| w.contains(o.as_str()));
     let (h, w) = (opts.height / 8, opts.width / 8);
     let unet_rows = [
@@ -389,17 +401,15 @@ fn run_rows(
             anyhow::Ok(())
         })?);
     }
-    denoising_rows(opts, precision, &suffix, rows, progress)?;
-    generation_row(opts, precision, &suffix, rows, progress)?;
-    sdxl_row(opts, precision, &suffix, rows, progress)?;
-    if requested(opts, "loading SD-1.5") {
-        crate::loading::load_rows(opts, precision, precision.weights, &suffix, rows, progress)?;
-    }
+    denoising_rows(opts, precision, suffix, rows, progress)?;
+    generation_row(opts, precision, suffix, rows, progress)?;
+    sdxl_row(opts, precision, suffix, rows, progress)?;
+
     Ok(())
 }
 
 /// Rows run only when named with `--only` (minutes each on a CPU).
-fn requested(opts: &BenchOptions, work: &str) -> bool {
+pub(crate) fn requested(opts: &BenchOptions, work: &str) -> bool {
     opts.only.iter().any(|o| work.contains(o.as_str()))
 }
 

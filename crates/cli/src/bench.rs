@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::Args;
-use semi_bench::models::{markdown_with, parse_weights, run as run_bench, BenchOptions};
+use semi_bench::models::{markdown_with, parse_weights, BenchOptions};
+use semi_bench::run as run_bench;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

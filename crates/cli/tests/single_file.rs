@@ -49,10 +49,7 @@ fn single_file(dir: &Path) -> PathBuf {
         semi_diffusion::loading::Variant::Full,
     )
     .unwrap();
-    let tensors: HashMap<_, _> = semi_diffusion::single_file::original_tensors(&files)
-        .unwrap()
-        .into_iter()
-        .collect();
+    let tensors: HashMap<_, _> = files.original_tensors().unwrap().into_iter().collect();
     let path = dir.join("tiny-sd1.safetensors");
     candle_core::safetensors::save(&tensors, &path).unwrap();
     path

@@ -15,6 +15,7 @@ pub mod nn;
 pub mod noise;
 pub mod pipeline;
 pub mod precision;
+pub mod safetensors_header;
 pub mod schedulers;
 pub mod single_file;
 pub mod text_encoder;

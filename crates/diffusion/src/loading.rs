@@ -10,7 +10,8 @@ use crate::family::Family;
 use crate::lora::LoraFile;
 use crate::lora::{Loras, Slot};
 use crate::precision::Precision;
-use crate::single_file::{Layout, Original, Part};
+pub use crate::safetensors_header::{read_header, Header, TensorInfo};
+use crate::single_file::{self, Kind, Layout, Original, Part};
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
@@ -249,89 +250,6 @@ fn read_config<C>(
             None
         }
     }
-}
-
-/// One tensor of a safetensors header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    pub dtype: String,
-    pub shape: Vec<usize>,
-}
-
-/// A safetensors file's header: its tensors' dtypes and shapes (no data read).
-#[derive(Debug, Clone, Default)]
-pub struct Header {
-    pub tensors: std::collections::BTreeMap<String, TensorInfo>,
-}
-
-/// Bytes per element of a safetensors dtype name.
-fn dtype_size(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
-        "U16" | "I16" | "F16" | "BF16" => 2,
-        "U32" | "I32" | "F32" => 4,
-        "U64" | "I64" | "F64" => 8,
-        _ => return None,
-    })
-}
-
-/// Reads and checks a safetensors header: complete, valid JSON, and every tensor's offsets inside
-/// the file and as long as its dtype and shape say (a truncated file or a header that lies about
-/// its offsets fails here, in one line, before anything is mapped).
-pub fn read_header(path: &Path) -> Result<Header> {
-    let mut f = std::fs::File::open(path).context("cannot open")?;
-    let len = f.metadata()?.len();
-    let mut n = [0u8; 8];
-    f.read_exact(&mut n)
-        .map_err(|_| anyhow::anyhow!("truncated: {len} bytes, no header"))?;
-    let n = u64::from_le_bytes(n);
-    if n > 100_000_000 || 8 + n > len {
-        bail!("truncated or not safetensors: header of {n} bytes in a file of {len} bytes");
-    }
-    let mut header = vec![0u8; n as usize];
-    f.read_exact(&mut header)?;
-    let header: serde_json::Value =
-        serde_json::from_slice(&header).context("header is not valid JSON")?;
-    let obj = header.as_object().context("header is not a JSON object")?;
-    let data_len = len - 8 - n;
-    let mut out = Header::default();
-    for (name, info) in obj {
-        if name == "__metadata__" {
-            continue;
-        }
-        let offset = |i: usize| {
-            info.get("data_offsets")
-                .and_then(|o| o.get(i))
-                .and_then(serde_json::Value::as_u64)
-                .with_context(|| format!("tensor {name} has no data_offsets"))
-        };
-        let (begin, end) = (offset(0)?, offset(1)?);
-        if end > data_len {
-            bail!("truncated: tensor {name} ends at byte {end} but the data section has {data_len} bytes");
-        }
-        let dtype = info
-            .get("dtype")
-            .and_then(serde_json::Value::as_str)
-            .with_context(|| format!("tensor {name} has no dtype"))?
-            .to_string();
-        let shape: Vec<usize> = info
-            .get("shape")
-            .and_then(serde_json::Value::as_array)
-            .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-            .with_context(|| format!("tensor {name} has no shape"))?;
-        let want = shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-            .and_then(|e| dtype_size(&dtype).and_then(|s| e.checked_mul(s)));
-        if begin > end || want != Some(end - begin) {
-            bail!(
-                "the header lies: tensor {name} ({dtype} {shape:?}) is given bytes {begin}..{end}"
-            );
-        }
-        out.tensors
-            .insert(name.clone(), TensorInfo { dtype, shape });
-    }
-    Ok(out)
 }
 
 /// Checks that a safetensors file has a complete header whose tensors lie inside the file.
@@ -999,6 +917,127 @@ impl candle_nn::var_builder::SimpleBackend for CheckedWeights {
     fn contains_tensor(&self, name: &str) -> bool {
         self.original(name)
             .is_ok_and(|o| self.inner.get(&o.name).is_ok())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Single-file checkpoints
+
+impl ModelFiles {
+    /// The model of the single file `file` (recognised as `found`), with the configs and
+    /// tokenizers of the diffusers folder `config` (`--config`, or the family's standard one).
+    /// `vae_given`: a `--vae` will replace the VAE, so the file need not hold one.
+    pub fn single_file(
+        file: &Path,
+        config: &Path,
+        found: &single_file::Recognised,
+        vae_given: bool,
+    ) -> Result<ModelFiles> {
+        let mut files = ModelFiles::check_with(config, WeightsFrom::SingleFile(file))
+            .with_context(|| format!("the config folder of {}", file.display()))?;
+        let family = match found.kind {
+            Kind::Sd1 | Kind::Sd2 => Family::Sd,
+            Kind::Sdxl => Family::Sdxl,
+        };
+        if files.family != family {
+            bail!(
+                "{} is a {} checkpoint, but the config folder {} is for {}",
+                file.display(),
+                found.kind.label(),
+                config.display(),
+                files.family.label()
+            );
+        }
+        if !found.has_vae && !vae_given {
+            bail!(
+                "{} holds no VAE (first_stage_model.*): give one with --vae FILE|FOLDER",
+                file.display()
+            );
+        }
+        let text = |prefix: &str| -> Layout {
+            let prefix = prefix.to_string();
+            if prefix.ends_with(".model.") {
+                Layout::OpenClip { prefix }
+            } else {
+                Layout::Clip { prefix }
+            }
+        };
+        files.unet.keys = Some(Layout::Unet);
+        match found.kind {
+            Kind::Sd1 => files.text_encoder.keys = Some(text(single_file::SD1_TEXT_PREFIX)),
+            Kind::Sd2 => files.text_encoder.keys = Some(text(single_file::SD2_TEXT_PREFIX)),
+            Kind::Sdxl => {
+                files.text_encoder.keys = Some(text(single_file::SDXL_TEXT_PREFIX));
+                if let Some(t) = files.text_2.as_mut() {
+                    t.encoder.keys = Some(text(single_file::SDXL_TEXT_2_PREFIX));
+                }
+            }
+        }
+        if let Some(v) = files.vae.as_mut() {
+            v.keys = Some(Layout::Vae {
+                prefix: single_file::VAE_PREFIX.to_string(),
+            });
+        }
+        files.single_file = Some(file.to_path_buf());
+        Ok(files)
+    }
+
+    /// This folder's weights under their original single-file names (see
+    /// [`single_file::original_tensors_of`]): what tests and benchmarks make single files from.
+    pub fn original_tensors(&self) -> Result<std::collections::BTreeMap<String, Tensor>> {
+        let blocks = self
+            .vae
+            .as_ref()
+            .map_or(0, |v| v.config.block_out_channels.len());
+        let kind = Kind::of(self.family, &self.text_encoder.config.hidden_act);
+        single_file::original_tensors_of(&self.original_layouts(kind), &self.unet.config, blocks)
+    }
+
+    /// Each component's weight files and its place in a single file of this kind.
+    fn original_layouts(&self, kind: Kind) -> Vec<(Vec<PathBuf>, Layout)> {
+        let files = self;
+        let l = |p: &str| p.to_string();
+        let mut out = vec![(files.unet.weights.clone(), Layout::Unet)];
+        if let Some(v) = &files.vae {
+            out.push((
+                v.weights.clone(),
+                Layout::Vae {
+                    prefix: l(single_file::VAE_PREFIX),
+                },
+            ));
+        }
+        let te = files.text_encoder.weights.clone();
+        match kind {
+            Kind::Sd1 => out.push((
+                te,
+                Layout::Clip {
+                    prefix: l(single_file::SD1_TEXT_PREFIX),
+                },
+            )),
+            Kind::Sd2 => out.push((
+                te,
+                Layout::OpenClip {
+                    prefix: l(single_file::SD2_TEXT_PREFIX),
+                },
+            )),
+            Kind::Sdxl => {
+                out.push((
+                    te,
+                    Layout::Clip {
+                        prefix: l(single_file::SDXL_TEXT_PREFIX),
+                    },
+                ));
+                if let Some(t) = &files.text_2 {
+                    out.push((
+                        t.encoder.weights.clone(),
+                        Layout::OpenClip {
+                            prefix: l(single_file::SDXL_TEXT_2_PREFIX),
+                        },
+                    ));
+                }
+            }
+        }
+        out
     }
 }
 

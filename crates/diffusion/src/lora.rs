@@ -255,7 +255,7 @@ impl Loras {
 }
 
 fn open_one(file: &LoraFile, family: Family) -> Result<Opened> {
-    let header = crate::loading::read_header(&file.path)?;
+    let header = crate::safetensors_header::read_header(&file.path)?;
     // SAFETY: read-only map of a file nobody should truncate while the model loads.
     let tensors = unsafe { MmapedSafetensors::new(&file.path) }.context("cannot map the file")?;
     // (slot, module) -> [down, up, alpha] as they are found.
@@ -348,7 +348,7 @@ pub fn check_files(files: &[LoraFile]) -> Result<()> {
             bail!("--lora {}: no such file", p.display());
         }
         crate::single_file::refuse_pickle(p).with_context(|| format!("--lora {}", p.display()))?;
-        crate::loading::read_header(p)
+        crate::safetensors_header::read_header(p)
             .with_context(|| format!("--lora {}: malformed", p.display()))?;
     }
     Ok(())

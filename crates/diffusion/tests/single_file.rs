@@ -22,8 +22,11 @@ use std::path::Path;
 /// tools/to_single_file.py's output for the same folder.
 fn original_tensors(model: &str, kind: Kind) -> BTreeMap<String, Tensor> {
     let files = ModelFiles::check(&common::fixture(model), Variant::Full).unwrap();
-    assert_eq!(Kind::of(&files), kind);
-    let out = single_file::original_tensors(&files).unwrap();
+    assert_eq!(
+        Kind::of(files.family, &files.text_encoder.config.hidden_act),
+        kind
+    );
+    let out = files.original_tensors().unwrap();
     // Every tensor as the Python converter wrote it: same names, shapes, sums.
     let digest: BTreeMap<String, (Vec<usize>, f64, f64)> = serde_json::from_str(
         &std::fs::read_to_string(common::fixture(&format!("single-file/{model}.json"))).unwrap(),

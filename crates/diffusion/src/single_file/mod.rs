@@ -2,7 +2,7 @@
 //! SD 2.x, SDXL), as model hubs, A1111 and ComfyUI keep them.
 //!
 //! [`recognise`] reads the file's header (names and shapes, no data) and tells the family as
-//! diffusers' `infer_diffusers_model_type` does; [`crate::loading::ModelFiles::single_file`] pairs
+//! diffusers' `infer_diffusers_model_type` does; `loading::ModelFiles::single_file` pairs
 //! the file with a diffusers folder of configs and tokenizers (`--config`, or the family's
 //! standard one) and marks each component's weights as stored under original names
 //! ([`Layout`]). The loader then reads every weight lazily from the one memory-mapped file
@@ -15,7 +15,7 @@ mod keys;
 pub use keys::{clip, open_clip, unet, vae, Original, Part};
 
 use crate::config::UNetConfig;
-use crate::loading::{read_header, Header};
+use crate::safetensors_header::{read_header, Header};
 use anyhow::{bail, Result};
 use std::path::Path;
 
@@ -85,6 +85,17 @@ impl Kind {
             (Kind::Sd2, false) => "sd2",
             (Kind::Sd2, true) => "sd2-base",
             (Kind::Sdxl, _) => "sdxl",
+        }
+    }
+
+    /// The kind of a diffusers model of `family` whose (first) text encoder uses `text_act`,
+    /// as tools/to_single_file.py tells it: SDXL by its family, SD 1.x by CLIP's quick_gelu,
+    /// else SD 2.x (OpenCLIP).
+    pub fn of(family: crate::family::Family, text_act: &str) -> Kind {
+        match family {
+            crate::family::Family::Sdxl => Kind::Sdxl,
+            _ if text_act == "quick_gelu" => Kind::Sd1,
+            _ => Kind::Sd2,
         }
     }
 
@@ -223,142 +234,12 @@ pub fn recognise(path: &Path) -> Result<Recognised> {
     }
 }
 
-impl crate::loading::ModelFiles {
-    /// The model of the single file `file` (recognised as `found`), with the configs and
-    /// tokenizers of the diffusers folder `config` (`--config`, or the family's standard one).
-    /// `vae_given`: a `--vae` will replace the VAE, so the file need not hold one.
-    pub fn single_file(
-        file: &Path,
-        config: &Path,
-        found: &Recognised,
-        vae_given: bool,
-    ) -> Result<crate::loading::ModelFiles> {
-        use crate::family::Family;
-        use crate::loading::{ModelFiles, WeightsFrom};
-        use anyhow::Context;
-        let mut files = ModelFiles::check_with(config, WeightsFrom::SingleFile(file))
-            .with_context(|| format!("the config folder of {}", file.display()))?;
-        let family = match found.kind {
-            Kind::Sd1 | Kind::Sd2 => Family::Sd,
-            Kind::Sdxl => Family::Sdxl,
-        };
-        if files.family != family {
-            bail!(
-                "{} is a {} checkpoint, but the config folder {} is for {}",
-                file.display(),
-                found.kind.label(),
-                config.display(),
-                files.family.label()
-            );
-        }
-        if !found.has_vae && !vae_given {
-            bail!(
-                "{} holds no VAE (first_stage_model.*): give one with --vae FILE|FOLDER",
-                file.display()
-            );
-        }
-        let text = |prefix: &str| -> Layout {
-            let prefix = prefix.to_string();
-            if prefix.ends_with(".model.") {
-                Layout::OpenClip { prefix }
-            } else {
-                Layout::Clip { prefix }
-            }
-        };
-        files.unet.keys = Some(Layout::Unet);
-        match found.kind {
-            Kind::Sd1 => files.text_encoder.keys = Some(text(SD1_TEXT_PREFIX)),
-            Kind::Sd2 => files.text_encoder.keys = Some(text(SD2_TEXT_PREFIX)),
-            Kind::Sdxl => {
-                files.text_encoder.keys = Some(text(SDXL_TEXT_PREFIX));
-                if let Some(t) = files.text_2.as_mut() {
-                    t.encoder.keys = Some(text(SDXL_TEXT_2_PREFIX));
-                }
-            }
-        }
-        if let Some(v) = files.vae.as_mut() {
-            v.keys = Some(Layout::Vae {
-                prefix: VAE_PREFIX.to_string(),
-            });
-        }
-        files.single_file = Some(file.to_path_buf());
-        Ok(files)
-    }
-}
-
-impl Kind {
-    /// The kind of a diffusers folder's model, as tools/to_single_file.py tells it: SDXL by its
-    /// family, SD 1.x by CLIP's quick_gelu, else SD 2.x (OpenCLIP).
-    pub fn of(files: &crate::loading::ModelFiles) -> Kind {
-        match files.family {
-            crate::family::Family::Sdxl => Kind::Sdxl,
-            _ if files.text_encoder.config.hidden_act == "quick_gelu" => Kind::Sd1,
-            _ => Kind::Sd2,
-        }
-    }
-
-    /// Each component's weight files and its place in a single file of this kind.
-    fn layouts(self, files: &crate::loading::ModelFiles) -> Vec<(Vec<std::path::PathBuf>, Layout)> {
-        let l = |p: &str| p.to_string();
-        let mut out = vec![(files.unet.weights.clone(), Layout::Unet)];
-        if let Some(v) = &files.vae {
-            out.push((
-                v.weights.clone(),
-                Layout::Vae {
-                    prefix: l(VAE_PREFIX),
-                },
-            ));
-        }
-        let te = files.text_encoder.weights.clone();
-        match self {
-            Kind::Sd1 => out.push((
-                te,
-                Layout::Clip {
-                    prefix: l(SD1_TEXT_PREFIX),
-                },
-            )),
-            Kind::Sd2 => out.push((
-                te,
-                Layout::OpenClip {
-                    prefix: l(SD2_TEXT_PREFIX),
-                },
-            )),
-            Kind::Sdxl => {
-                out.push((
-                    te,
-                    Layout::Clip {
-                        prefix: l(SDXL_TEXT_PREFIX),
-                    },
-                ));
-                if let Some(t) = &files.text_2 {
-                    out.push((
-                        t.encoder.weights.clone(),
-                        Layout::OpenClip {
-                            prefix: l(SDXL_TEXT_2_PREFIX),
-                        },
-                    ));
-                }
-            }
-        }
-        out
-    }
-}
-
 /// A diffusers folder's weights under their original single-file names (the inverse of the key
 /// map: q, k and v stacked into OpenCLIP's `in_proj`, the VAE attention as 1x1 convolutions,
 /// OpenCLIP's projection transposed), on the CPU in their stored dtype. What tests and
 /// benchmarks make single files from; tools/to_single_file.py is the independent reference.
-pub fn original_tensors(
-    files: &crate::loading::ModelFiles,
-) -> Result<std::collections::BTreeMap<String, candle_core::Tensor>> {
-    let blocks = files
-        .vae
-        .as_ref()
-        .map_or(0, |v| v.config.block_out_channels.len());
-    original_tensors_of(&Kind::of(files).layouts(files), &files.unet.config, blocks)
-}
-
-/// [`original_tensors`] of weight files given with their layouts; `unet_cfg` and `vae_blocks`
+/// A single file's tensors made from weight files given with their layouts (the inverse of
+/// the key map; `loading::ModelFiles::original_tensors` for a whole folder); `unet_cfg` and `vae_blocks`
 /// place the UNet's and the VAE's blocks.
 pub fn original_tensors_of(
     components: &[(Vec<std::path::PathBuf>, Layout)],
