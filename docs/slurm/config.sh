@@ -10,6 +10,7 @@ export COCO=${COCO:-$HOME/coco/annotations}     # instances_val2017.json, captio
 export LAYOUTS=$WORK/layouts.jsonl              # the 6000 samples (semi eval samples)
 export PAIRS=$WORK/pairs.txt                    # category pairs of those samples
 export IMAGES=$WORK/images.json                 # COCO image list for external detectors
+export GT=$WORK/gt.json                         # the layouts' boxes as COCO ground truth
 export STORE=$WORK/tickets                      # the merged ticket store
 export STORE_SHARDS=$WORK/tickets-shards        # one store per collection shard
 export OUT=$WORK/generated                      # <OUT>/<method>/<id>.png

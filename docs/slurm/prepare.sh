@@ -11,4 +11,5 @@ mkdir -p "$WORK"
     --one 3000 --two 3000 --size 512 --seed "$SEED" \
     --out "$LAYOUTS" \
     --pairs-out "$PAIRS" \
-    --images-out "$IMAGES"
+    --images-out "$IMAGES" \
+    --gt-out "$GT"

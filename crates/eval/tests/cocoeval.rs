@@ -59,3 +59,32 @@ fn foreign_results_and_non_coco_files_are_refused() {
     let err = CocoEval::from_json(&gt, r#"{"a": 1}"#).err().unwrap();
     assert!(err.to_string().contains("not a COCO results file"), "{err}");
 }
+
+#[test]
+fn layouts_as_ground_truth_give_ap_1_for_their_own_boxes() {
+    let layout: semi_layout::Layout = serde_json::from_str(
+        r#"{"id": "17", "prompt": "a dog and a kite", "width": 512, "height": 512, "objects": [
+            {"phrase": "dog", "category": "dog", "bbox": [0.1, 0.2, 0.5, 0.6]},
+            {"phrase": "kite", "category": "kite", "bbox": [0.6, 0.1, 0.9, 0.3]}]}"#,
+    )
+    .unwrap();
+    let plan = semi_eval::Plan::new(vec![layout], 0).unwrap();
+    let gt = plan.coco_ground_truth_json();
+    let doc: serde_json::Value = serde_json::from_str(&gt).unwrap();
+    let anns = doc["annotations"].as_array().unwrap();
+    assert_eq!(anns[0]["category_id"], 18, "COCO's id of dog");
+    assert_eq!(anns[0]["image_id"], 17);
+    // A perfect detector: the boxes themselves.
+    let results: Vec<serde_json::Value> = anns
+        .iter()
+        .map(|a| {
+            serde_json::json!({"image_id": a["image_id"], "category_id": a["category_id"],
+                "bbox": a["bbox"], "score": 0.9})
+        })
+        .collect();
+    let stats = CocoEval::from_json(&gt, &serde_json::to_string(&results).unwrap())
+        .unwrap()
+        .stats();
+    // pycocotools divides by tp + fp + eps, so a perfect AP is 1 - 1e-16.
+    assert!((stats.values[0] - 1.0).abs() < 1e-12, "{:?}", stats.values);
+}

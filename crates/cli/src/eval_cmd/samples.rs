@@ -41,6 +41,10 @@ pub struct SamplesArgs {
     /// Also write the COCO image list for external detectors (`semi eval report --images`).
     #[arg(long, value_name = "FILE")]
     pub images_out: Option<PathBuf>,
+    /// Also write the layouts' boxes as a COCO instances file, the ground truth of `semi eval
+    /// coco-metrics` (GLIGEN's "YOLO score": AP of a detector's results on the generated images).
+    #[arg(long, value_name = "FILE")]
+    pub gt_out: Option<PathBuf>,
 }
 
 pub fn run(a: &SamplesArgs) -> Result<()> {
@@ -85,5 +89,14 @@ pub fn run(a: &SamplesArgs) -> Result<()> {
         a.seed,
         a.pairs_out.as_deref(),
         a.images_out.as_deref(),
-    )
+    )?;
+    if let Some(path) = &a.gt_out {
+        let plan = semi_eval::Plan::new(selection.layouts.clone(), a.seed)?;
+        write_atomic(path, plan.coco_ground_truth_json().as_bytes())?;
+        println!(
+            "wrote {} (the layouts' boxes as COCO ground truth)",
+            path.display()
+        );
+    }
+    Ok(())
 }
