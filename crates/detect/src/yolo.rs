@@ -267,6 +267,47 @@ impl YoloV8 {
         })
     }
 
+    /// A YOLOv8 detect weights file: a `.pt`'s `state_dict()` as safetensors
+    /// (`tools/convert_yolo.py`). The size comes from the stem's width (16, 32, 48, 64, 80
+    /// channels: n, s, m, l, x) and the classes from the head; anything else in the file that
+    /// does not fit is an error naming the file.
+    pub fn from_file(path: &std::path::Path, device: &Device) -> Result<YoloV8> {
+        // SAFETY: read-only map of a weights file nobody should truncate while it loads.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::new(path) }
+            .map_err(|e| anyhow::anyhow!("{}: not a safetensors file ({e})", path.display()))?;
+        let dim = |name: &str, i: usize| -> Result<usize> {
+            let view = st.get(name).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a YOLOv8 detect state dict (no `{name}`; convert an ultralytics \
+                     .pt with tools/convert_yolo.py)",
+                    path.display()
+                )
+            })?;
+            view.shape().get(i).copied().ok_or_else(|| {
+                anyhow::anyhow!("{}: `{name}` has shape {:?}", path.display(), view.shape())
+            })
+        };
+        let size = match dim("model.0.conv.weight", 0)? {
+            16 => "n",
+            32 => "s",
+            48 => "m",
+            64 => "l",
+            80 => "x",
+            w => bail!(
+                "{}: a stem of {w} channels is no YOLOv8 size (16, 32, 48, 64 or 80: n to x)",
+                path.display()
+            ),
+        };
+        let classes = dim("model.22.cv3.0.2.bias", 0)?;
+        let vb = VarBuilder::from_backend(Box::new(st), DType::F32, device.clone());
+        YoloV8::new(vb, Scale::named(size)?, classes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a YOLOv8{size} detect file with {classes} classes: {e}",
+                path.display()
+            )
+        })
+    }
+
     /// The P3, P4, P5 feature maps of images `x` [B, 3, H, W] (RGB in [0, 1]).
     fn features(&self, x: &Tensor) -> Result<[Tensor; 3]> {
         let x = self.stem[1].forward(&self.stem[0].forward(x)?)?;

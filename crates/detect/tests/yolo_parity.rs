@@ -86,3 +86,21 @@ fn yolov8n_matches_ultralytics() {
 fn yolov8s_matches_ultralytics() {
     check("s");
 }
+
+/// A real ultralytics checkpoint through `tools/convert_yolo.py`: `SEMI_YOLO_FILE` (the
+/// safetensors) and `SEMI_YOLO_RAW` (ultralytics' `raw` output on the fixture image).
+#[test]
+#[ignore = "needs SEMI_YOLO_FILE and SEMI_YOLO_RAW (tools/convert_yolo.py output)"]
+fn converted_checkpoint_matches_ultralytics() {
+    let file = PathBuf::from(std::env::var("SEMI_YOLO_FILE").unwrap());
+    let want =
+        candle_core::safetensors::load(std::env::var("SEMI_YOLO_RAW").unwrap(), &Device::Cpu)
+            .unwrap();
+    let model = YoloV8::from_file(&file, &Device::Cpu).unwrap();
+    let raw = model
+        .forward(&fixture("image.safetensors")["image"])
+        .unwrap();
+    let err = rel_err(&raw, &want["raw"]);
+    eprintln!("{}: raw output rel err {err:.2e}", file.display());
+    assert!(err < 1e-4, "{err:e}");
+}
