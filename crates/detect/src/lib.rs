@@ -1,5 +1,10 @@
 //! Object detectors for evaluating generated images: YOLOv8 detect on candle ([`yolo`]), with
-//! ultralytics' head decoding and NMS, held to ultralytics on seeded random weights
+//! ultralytics' preprocessing ([`letterbox`]), head decoding and NMS, behind semi's `Detector`
+//! trait ([`YoloDetector`]), held to ultralytics on seeded random weights
 //! (`tests/yolo_parity.rs`, fixtures from `tools/make_yolo_fixtures.py`).
 
+pub mod detector;
+pub mod letterbox;
 pub mod yolo;
+
+pub use detector::YoloDetector;

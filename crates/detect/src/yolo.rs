@@ -42,6 +42,13 @@ impl Scale {
         })
     }
 
+    /// The size's letter, if it is one of ultralytics' five.
+    pub fn name(&self) -> Option<&'static str> {
+        ["n", "s", "m", "l", "x"]
+            .into_iter()
+            .find(|n| Scale::named(n).ok() == Some(*self))
+    }
+
     /// Channels of a yaml width `c`: `make_divisible(min(c, max) * width, 8)`.
     fn ch(&self, c: usize) -> usize {
         let x = c.min(self.max_channels) as f64 * self.width;
@@ -207,6 +214,7 @@ pub struct YoloV8 {
     boxes: Vec<Branch>,
     classes: Vec<Branch>,
     pub num_classes: usize,
+    pub scale: Scale,
 }
 
 impl YoloV8 {
@@ -264,6 +272,7 @@ impl YoloV8 {
             boxes,
             classes,
             num_classes,
+            scale,
         })
     }
 
@@ -393,22 +402,67 @@ pub struct Detection {
     pub class: usize,
 }
 
-/// ultralytics' `non_max_suppression` for one image's output `[4 + classes, anchors]` with its
-/// defaults (best class only, class-wise): candidates whose best class probability is above
-/// `conf`, at most 30,000 by score, greedy suppression of IoU > `iou` within a class (boxes
-/// offset by class * 7680 as ultralytics does), at most `max_det` kept, best first.
-pub fn non_max_suppression(
-    out: &Tensor,
-    conf: f32,
-    iou: f32,
-    max_det: usize,
-) -> Result<Vec<Detection>> {
+/// ultralytics' NMS settings. The default is its validation (`yolo val`): every class above
+/// `conf` per box (`multi_label`), conf 0.001, IoU 0.7, at most 300 boxes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Nms {
+    pub conf: f32,
+    pub iou: f32,
+    pub max_det: usize,
+    /// A box once per class scoring above `conf` (validation), or only for its best class
+    /// (ultralytics' prediction).
+    pub multi_label: bool,
+}
+
+impl Default for Nms {
+    fn default() -> Self {
+        Nms {
+            conf: 0.001,
+            iou: 0.7,
+            max_det: 300,
+            multi_label: true,
+        }
+    }
+}
+
+/// ultralytics' `non_max_suppression` for one image's output `[4 + classes, anchors]`:
+/// candidates (box, class) with the class's probability above `conf` (every such class with
+/// `multi_label`, else the best one), at most 30,000 by score, greedy suppression of IoU > `iou`
+/// within a class (boxes offset by class * 7680 as ultralytics does), at most `max_det` kept,
+/// best first. Equal scores keep their anchor order.
+pub fn non_max_suppression(out: &Tensor, nms: &Nms) -> Result<Vec<Detection>> {
+    let Nms {
+        conf,
+        iou,
+        max_det,
+        multi_label,
+    } = *nms;
     let out = out.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
     let rows: Vec<Vec<f32>> = out.t()?.contiguous()?.to_vec2()?;
     let mut cands: Vec<Detection> = Vec::new();
     for r in &rows {
+        let (cx, cy, w, h) = (r[0], r[1], r[2], r[3]);
+        let mut push = |class: usize, score: f32| {
+            cands.push(Detection {
+                x0: cx - w / 2.0,
+                y0: cy - h / 2.0,
+                x1: cx + w / 2.0,
+                y1: cy + h / 2.0,
+                score,
+                class,
+            })
+        };
+        let scores = &r[4..];
+        if multi_label && scores.len() > 1 {
+            for (class, &s) in scores.iter().enumerate() {
+                if s > conf {
+                    push(class, s);
+                }
+            }
+            continue;
+        }
         let (class, &score) =
-            r[4..]
+            scores
                 .iter()
                 .enumerate()
                 .fold((0, &f32::NEG_INFINITY), |best, (i, s)| {
@@ -418,18 +472,9 @@ pub fn non_max_suppression(
                         best
                     }
                 });
-        if score <= conf {
-            continue;
+        if score > conf {
+            push(class, score);
         }
-        let (cx, cy, w, h) = (r[0], r[1], r[2], r[3]);
-        cands.push(Detection {
-            x0: cx - w / 2.0,
-            y0: cy - h / 2.0,
-            x1: cx + w / 2.0,
-            y1: cy + h / 2.0,
-            score,
-            class,
-        });
     }
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
     cands.truncate(30_000);

@@ -36,6 +36,32 @@ pub trait Detector {
     /// A short description for reports ("toy-exact", "coco-results:yolo.json").
     fn name(&self) -> String;
     fn detect(&self, request: &DetectRequest<'_>) -> Result<Vec<Detection>>;
+
+    /// Detect in many images, in order (a network detector batches them).
+    fn detect_all(&self, requests: &[DetectRequest<'_>]) -> Result<Vec<Vec<Detection>>> {
+        requests
+            .iter()
+            .map(|r| {
+                self.detect(r)
+                    .with_context(|| format!("detecting in {}", r.image_path.display()))
+            })
+            .collect()
+    }
+}
+
+/// A detector loaded once serves every method (`semi eval report` asks per method).
+impl<T: Detector + ?Sized> Detector for std::rc::Rc<T> {
+    fn name(&self) -> String {
+        (**self).name()
+    }
+
+    fn detect(&self, request: &DetectRequest<'_>) -> Result<Vec<Detection>> {
+        (**self).detect(request)
+    }
+
+    fn detect_all(&self, requests: &[DetectRequest<'_>]) -> Result<Vec<Vec<Detection>>> {
+        (**self).detect_all(requests)
+    }
 }
 
 /// The toy world's exact colour detector (`semi_toyworld::detect`).

@@ -32,22 +32,34 @@ pub fn evaluate_method(
     cfg: &MetricConfig,
 ) -> Result<(MethodResult, ImageDetections)> {
     let merged = dir.read_merged(plan)?;
-    let mut objects = Vec::new();
-    let mut all = Vec::with_capacity(merged.items.len());
+    let mut items = Vec::with_capacity(merged.items.len());
     for m in &merged.items {
         let item = plan
             .get(&m.id)
             .with_context(|| format!("merged item {:?} is not in the plan", m.id))?;
-        let path = dir.dir().join(&m.image);
-        let request = DetectRequest {
+        items.push((item, dir.dir().join(&m.image)));
+    }
+    let requests: Vec<DetectRequest<'_>> = items
+        .iter()
+        .map(|(item, path)| DetectRequest {
             id: &item.id,
-            image_path: &path,
+            image_path: path,
             width: item.layout.width,
             height: item.layout.height,
-        };
-        let dets = detector
-            .detect(&request)
-            .with_context(|| format!("detecting in {}", path.display()))?;
+        })
+        .collect();
+    let found = detector.detect_all(&requests)?;
+    if found.len() != items.len() {
+        anyhow::bail!(
+            "detector {} answered {} of {} images",
+            detector.name(),
+            found.len(),
+            items.len()
+        );
+    }
+    let mut objects = Vec::new();
+    let mut all = Vec::with_capacity(items.len());
+    for ((item, _), dets) in items.iter().zip(found) {
         objects.extend(score_layout(&item.id, &item.layout, &dets, cfg));
         all.push((item.id.clone(), dets));
     }
