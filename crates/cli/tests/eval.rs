@@ -383,6 +383,38 @@ fn bad_input_is_one_line_and_exit_1() {
         results.to_str().unwrap(),
     ]);
     assert_error(&e, &["sd.json", "image_id 77"]);
+    // A YOLOv8 detector on the generated images: one table row.
+    let weights = yolo_weights(&f.root);
+    let table = ok(f.run(&[
+        "eval",
+        "report",
+        "--layouts",
+        layouts,
+        "--out",
+        &f.path("g"),
+        "--methods",
+        "sd",
+        "--detector",
+        &format!("yolov8:{}", weights.display()),
+        "--imgsz",
+        "64",
+        "--min-score",
+        "0.5",
+    ]));
+    assert!(table.contains("| sd |"), "{table}");
+    let e = f.run(&[
+        "eval",
+        "report",
+        "--layouts",
+        layouts,
+        "--out",
+        &f.path("g"),
+        "--methods",
+        "sd",
+        "--detector",
+        "yolov8:missing.safetensors",
+    ]);
+    assert_error(&e, &["no weights file missing.safetensors"]);
     // Reporting a method that was never merged.
     let e = f.run(&[
         "eval",
@@ -462,4 +494,108 @@ fn coco_metrics_prints_pycocotools_figures() {
         ),
         &["not a COCO instances file"],
     );
+}
+
+/// A YOLOv8n weights file of seeded random weights (COCO's 80 classes, no names).
+fn yolo_weights(dir: &Path) -> PathBuf {
+    use semi_detect::yolo::{Scale, YoloV8};
+    let scale = Scale::named("n").unwrap();
+    let weights = semi_bench::random_weights::seeded_tensors(2000, candle_core::DType::F32, |vb| {
+        YoloV8::new(vb, scale, 80).map_err(|e| candle_core::Error::Msg(format!("{e:#}")))
+    })
+    .unwrap();
+    let path = dir.join("yolov8n.safetensors");
+    candle_core::safetensors::save(&weights.into_iter().collect(), &path).unwrap();
+    path
+}
+
+#[test]
+fn detect_writes_coco_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let weights = yolo_weights(root);
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../eval/tests/fixtures/yolo");
+    let images = root.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    std::fs::copy(fixtures.join("scene.png"), images.join("139.png")).unwrap();
+    std::fs::copy(fixtures.join("tall.png"), images.join("000000000285.png")).unwrap();
+    let spec = format!("yolov8:{}", weights.display());
+    let out = root.join("results.json");
+    let args = |images: &Path, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["eval", "detect", "--detector", &spec, "--images"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.push(images.display().to_string());
+        a.extend([
+            "--out".into(),
+            out.display().to_string(),
+            "--imgsz".into(),
+            "160".into(),
+        ]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| semi(root, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = ok(run(args(&images, &["--detect-batch", "2"])));
+    assert!(
+        stdout.contains("yolov8n:yolov8n.safetensors: 600 detections in 2 images"),
+        "{stdout}"
+    );
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    // The library's detector on the same images, with the same settings, gives the same boxes.
+    let mut yolo = semi_detect::YoloDetector::open(&weights, &candle_core::Device::Cpu).unwrap();
+    yolo.size = 160;
+    let imgs: Vec<semi_toyworld::RgbImage> = ["scene.png", "tall.png"]
+        .iter()
+        .map(|n| semi_toyworld::RgbImage::load_png(&fixtures.join(n)).unwrap())
+        .collect();
+    let found = yolo
+        .detect_images(&imgs.iter().collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(results.len(), found[0].len() + found[1].len());
+    let first = &results[0];
+    assert_eq!(first["image_id"], 285, "files are taken in name order");
+    let d = &found[1][0];
+    let id = semi_eval::COCO_CATEGORIES
+        .iter()
+        .find(|c| c.1 == d.category)
+        .unwrap()
+        .0;
+    assert_eq!(first["category_id"], id);
+    let b: Vec<f64> = serde_json::from_value(first["bbox"].clone()).unwrap();
+    assert!((b[0] - d.bbox[0]).abs() <= 5e-4 && (b[2] - (d.bbox[2] - d.bbox[0])).abs() <= 1e-3);
+    assert!((first["score"].as_f64().unwrap() - d.score).abs() <= 5e-6);
+    // Image ids from a COCO file instead of the names.
+    let coco = root.join("images.json");
+    std::fs::write(
+        &coco,
+        r#"{"images": [{"id": 7, "file_name": "139.png", "width": 200, "height": 150},
+            {"id": 8, "file_name": "000000000285.png", "width": 90, "height": 128}]}"#,
+    )
+    .unwrap();
+    ok(run(args(&images, &["--coco", coco.to_str().unwrap()])));
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(results[0]["image_id"], 8);
+    // Bad input: a name that is no id, a COCO file of other images, weights of another
+    // architecture, a folder without images.
+    std::fs::copy(fixtures.join("scene.png"), images.join("scene.png")).unwrap();
+    assert_error(
+        &run(args(&images, &[])),
+        &["scene.png", "not an image id", "--coco"],
+    );
+    assert_error(
+        &run(args(&images, &["--coco", coco.to_str().unwrap()])),
+        &["no image named \"scene\""],
+    );
+    std::fs::remove_file(images.join("scene.png")).unwrap();
+    let other = fixtures.join("image.safetensors");
+    let mut a = args(&images, &[]);
+    a[3] = format!("yolov8:{}", other.display());
+    assert_error(&run(a), &["image.safetensors", "not a YOLOv8 detect"]);
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_error(&run(args(&empty, &[])), &["no PNG images"]);
 }

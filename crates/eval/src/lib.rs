@@ -36,7 +36,7 @@ pub use batch::{
 pub use coco::{CocoCaptions, CocoInstances, COCO_CATEGORIES};
 pub use cocoeval::{CocoEval, CocoStats};
 pub use detector::{CategoryMap, CocoResults, DetectRequest, Detection, Detector, ToyDetector};
-pub use evaluate::{evaluate_method, ImageDetections, MethodResult};
+pub use evaluate::{evaluate_coco, evaluate_method, ImageDetections, MethodResult};
 pub use figures::{bar_chart, method_sheet};
 pub use fsutil::{write_atomic, write_json_atomic, write_png_atomic};
 pub use metrics::{score_layout, MetricConfig, ObjectScore, SizeBucket, Stats, Summary};

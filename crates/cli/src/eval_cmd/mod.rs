@@ -8,9 +8,12 @@
 //! - `merge`: check a method's outputs are complete, write `_merged.json`.
 //! - `report`: detect, score, write table.md / CSV / JSON / chart / contact sheets.
 //! - `run`: generate + merge + report for a list of methods, one table.
-//! - `coco-metrics`: pycocotools' AP/AR of a results file against annotations.
+//! - `detect`: a detector over a folder of images -> COCO results file.
+//! - `coco-metrics`: pycocotools' AP/AR of a results file against annotations, and the paper's
+//!   per-object best IoU and success rate by size.
 
 mod coco_metrics;
+mod detect;
 mod detector_args;
 mod gen;
 mod merge;
@@ -42,6 +45,8 @@ enum EvalCommand {
     Report(report::ReportArgs),
     /// Generate (resumable), merge and report several methods over the same layouts.
     Run(run::RunArgs),
+    /// Run a detector (yolov8:WEIGHTS) over a folder of images: a COCO results file.
+    Detect(detect::DetectArgs),
     /// COCO AP/AR of a detection results file against annotations, as pycocotools computes
     /// them (GLIGEN's "YOLO score" is this AP with the layouts' boxes as the ground truth).
     CocoMetrics(coco_metrics::CocoMetricsArgs),
@@ -55,6 +60,7 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         EvalCommand::Merge(a) => merge::run(a),
         EvalCommand::Report(a) => report::run(a),
         EvalCommand::Run(a) => run::run(a),
+        EvalCommand::Detect(a) => detect::run(a),
         EvalCommand::CocoMetrics(a) => coco_metrics::run(a),
     }
 }

@@ -9,6 +9,7 @@ use clap::Args;
 use semi_eval::{markdown_table, run_report, Plan};
 
 use super::detector_args::DetectorArgs;
+use crate::common::DeviceArg;
 
 #[derive(Args, Debug)]
 pub struct ReportArgs {
@@ -37,10 +38,11 @@ pub fn report(
     plan: &Plan,
     methods: &[String],
     detector: &DetectorArgs,
+    device: DeviceArg,
     report_dir: &Path,
 ) -> Result<()> {
     let options = detector.report_options()?;
-    let mut detector_for = detector.detectors(plan)?;
+    let mut detector_for = detector.detectors(plan, device)?;
     let (results, files) = run_report(
         out,
         plan,
@@ -82,5 +84,5 @@ pub fn run(a: &ReportArgs) -> Result<()> {
         .collect();
     let plan = Plan::from_path(&a.layouts, a.seed)?;
     let dir = a.report.clone().unwrap_or_else(|| a.out.join("report"));
-    report(&a.out, &plan, &methods, &a.detector, &dir)
+    report(&a.out, &plan, &methods, &a.detector, DeviceArg::Cpu, &dir)
 }

@@ -48,5 +48,5 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let names: Vec<String> = methods.iter().map(|m| m.name()).collect();
     let dir = a.report.clone().unwrap_or_else(|| a.out.join("report"));
-    super::report::report(&a.out, &plan, &names, &a.detector, &dir)
+    super::report::report(&a.out, &plan, &names, &a.detector, a.gen.device, &dir)
 }
