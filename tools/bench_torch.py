@@ -54,6 +54,10 @@ ON_REQUEST = [
     "SDXL-size UNet at 1024x1024, batch 1",
     "50-step generation end to end (text encoder, 50 DDIM steps, VAE decode)",
 ]
+# The detector rows (crates/bench/src/detect.rs), run when named (--only YOLOv8): ultralytics'
+# model built from its yaml (its own initialisation, no download), fused as its predictor and
+# validator fuse it, then the validation NMS (conf 0.001, IoU 0.7, multi-label, 300 boxes).
+YOLO_ROWS = [(size, batch, f"YOLOv8{size} detect, 640x640, batch {batch}") for size in ("n", "m") for batch in (1, 8)]
 
 
 class Stop(Exception):
@@ -232,6 +236,25 @@ def main():
             t = torch.tensor(981.0, device=dev)
             rows.append(time_row(extra[2], a.runs, lambda: unet(s1, t, c1, added_cond_kwargs=added), dev))
             del unet
+        for size in ("n", "m"):
+            todo = [(b, name + a.suffix) for s_, b, name in YOLO_ROWS if s_ == size and requested(name + a.suffix)]
+            if not todo:
+                continue
+            from ultralytics.nn.tasks import DetectionModel
+            from ultralytics.utils.nms import non_max_suppression
+
+            model = DetectionModel(f"yolov8{size}.yaml", nc=80, verbose=False).eval().fuse(verbose=False)
+            model = model.to(device=dev, dtype=dt)
+            for batch, name in todo:
+                img = x(torch.rand(batch, 3, 640, 640))
+
+                def detect(model=model, img=img):
+                    out = model(img)
+                    out = out[0] if isinstance(out, (tuple, list)) else out
+                    return non_max_suppression(out, 0.001, 0.7, multi_label=True, max_det=300)
+
+                rows.append(time_row(name, a.runs, detect, dev))
+            del model
     json.dump({"torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows},
               sys.stdout)
     print()

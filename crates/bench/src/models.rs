@@ -232,16 +232,21 @@ pub fn run(opts: &BenchOptions, progress: &mut dyn FnMut(&str)) -> Result<Vec<Be
     for (precision, suffix) in precisions(opts) {
         run_rows(opts, precision, &suffix, &mut rows, progress)?;
     }
+    Ok(rows)
+}
+
+/// With `opts.torch`, PyTorch's seconds beside the rows of the same name
+/// (`tools/bench_torch.py`).
+pub fn add_torch(opts: &BenchOptions, rows: &mut [BenchRow], progress: &mut dyn FnMut(&str)) {
     if let Some(python) = &opts.torch {
         progress("running tools/bench_torch.py (PyTorch, 2 threads)");
         // Our rows are kept when the PyTorch side fails or is stopped (a time limit on a
         // borrowed GPU): the table then has no PyTorch columns, and the reason is reported.
-        match run_torch(python, opts).and_then(|report| merge_torch(&mut rows, &report)) {
+        match run_torch(python, opts).and_then(|report| merge_torch(rows, &report)) {
             Ok(()) => {}
             Err(e) => progress(&format!("PyTorch side failed, table without it: {e:#}")),
         }
     }
-    Ok(rows)
 }
 
 /// The precision of each weight storage dtype of `opts`, with the suffix of its rows' names.

@@ -10,6 +10,7 @@
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
+use semi_diffusion::kernels::{ConvWeights, Epilogue};
 
 /// Box distribution bins per side (ultralytics' `reg_max`).
 const REG_MAX: usize = 16;
@@ -61,13 +62,11 @@ impl Scale {
     }
 }
 
-/// Conv2d (no bias) + BatchNorm (eps 1e-3, folded at load) + optional SiLU.
+/// Conv2d (no bias) + BatchNorm (eps 1e-3) + optional SiLU, the BatchNorm folded into the
+/// convolution's weight and a bias at load, as ultralytics' `fuse()` does. The convolution runs
+/// on `semi-diffusion`'s kernel seam (its CPU 3x3, 1x1 and im2col kernels, candle's elsewhere).
 struct Conv {
-    weight: Tensor,
-    scale: Tensor,
-    shift: Tensor,
-    stride: usize,
-    pad: usize,
+    conv: ConvWeights,
     act: bool,
 }
 
@@ -79,25 +78,35 @@ impl Conv {
         let (mean, var) = (bn.get(c2, "running_mean")?, bn.get(c2, "running_var")?);
         let scale = (w / (var + 1e-3)?.sqrt()?)?;
         let shift = (b - (mean * &scale)?)?;
+        let weight = weight.broadcast_mul(&scale.reshape((c2, 1, 1, 1))?)?;
         Ok(Conv {
-            weight,
-            scale: scale.reshape((1, c2, 1, 1))?,
-            shift: shift.reshape((1, c2, 1, 1))?,
-            stride: s,
-            pad: k / 2,
+            conv: conv_weights(weight, shift, k, s)?,
             act,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.pad, self.stride, 1, 1)?;
-        let y = y.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)?;
-        Ok(if self.act {
-            candle_nn::ops::silu(&y)?
-        } else {
-            y
-        })
+        let silu = Epilogue {
+            silu: self.act,
+            ..Epilogue::default()
+        };
+        Ok(self.conv.forward_then(x, silu)?)
     }
+}
+
+/// A square convolution with bias, padding `k / 2`, in its kernel's layout.
+fn conv_weights(weight: Tensor, bias: Tensor, k: usize, stride: usize) -> Result<ConvWeights> {
+    let cfg = candle_nn::Conv2dConfig {
+        padding: k / 2,
+        stride,
+        ..Default::default()
+    };
+    Ok(ConvWeights::prepare_any(
+        candle_nn::Conv2d::new(weight, Some(bias), cfg),
+        k,
+        stride,
+        k / 2,
+    )?)
 }
 
 struct Bottleneck {
@@ -184,8 +193,7 @@ impl Sppf {
 struct Branch {
     a: Conv,
     b: Conv,
-    out_w: Tensor,
-    out_b: Tensor,
+    out: ConvWeights,
 }
 
 impl Branch {
@@ -193,15 +201,17 @@ impl Branch {
         Ok(Branch {
             a: Conv::new(vb.pp("0"), c1, c, 3, 1, true)?,
             b: Conv::new(vb.pp("1"), c, c, 3, 1, true)?,
-            out_w: vb.pp("2").get((out, c, 1, 1), "weight")?,
-            out_b: vb.pp("2").get(out, "bias")?,
+            out: conv_weights(
+                vb.pp("2").get((out, c, 1, 1), "weight")?,
+                vb.pp("2").get(out, "bias")?,
+                1,
+                1,
+            )?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.b.forward(&self.a.forward(x)?)?;
-        let y = y.conv2d(&self.out_w, 0, 1, 1, 1)?;
-        Ok(y.broadcast_add(&self.out_b.reshape((1, (), 1, 1))?)?)
+        Ok(self.out.forward(&self.b.forward(&self.a.forward(x)?)?)?)
     }
 }
 

@@ -68,10 +68,12 @@ pub struct Epilogue<'a> {
     pub channel_add: Option<&'a Tensor>,
     /// `[b, co, h, w]`, added last (a residual connection).
     pub residual: Option<&'a Tensor>,
+    /// SiLU of the sum, last (YOLOv8's Conv: convolution, folded BatchNorm, SiLU).
+    pub silu: bool,
 }
 
 /// `((conv3x3(x) + bias) + channel_add) + residual`, in that order of additions (so the result
-/// equals the unfused ops exactly).
+/// equals the unfused ops exactly), then SiLU when asked.
 pub fn conv3x3_then(
     x: &Tensor,
     taps: &Tensor,
@@ -217,8 +219,7 @@ fn conv3x3_impl(
                             dst.get().add(plane.start),
                             (&bias, &channel_add[bi * co..(bi + 1) * co]),
                             residual.map(|r| &r[plane]),
-                            q0,
-                            n,
+                            (q0, n, epilogue.silu),
                             &geometry,
                         );
                     }
@@ -274,7 +275,7 @@ unsafe fn tile_product(
 }
 
 /// Copies the real pixels of a tile (dropping the padding columns) into `[co, h, w]`, adding the
-/// bias.
+/// bias (and the epilogue's additions), then SiLU when `silu`.
 ///
 /// # Safety
 /// `out` must point to one batch's `[co, h, w]` output.
@@ -283,8 +284,7 @@ unsafe fn copy_out(
     out: *mut f32,
     (bias, channel_add): (&[f32], &[f32]),
     residual: Option<&[f32]>,
-    q0: usize,
-    n: usize,
+    (q0, n, silu): (usize, usize, bool),
     g: &Geometry,
 ) {
     let wp = g.w + 2;
@@ -304,6 +304,9 @@ unsafe fn copy_out(
                         simd::add_two_then(dst, src, bias[c], channel_add[c], &r[at..at + len])
                     }
                     None => simd::add_two(dst, src, bias[c], channel_add[c]),
+                }
+                if silu {
+                    simd::silu(dst);
                 }
             }
             q = end;

@@ -32,3 +32,15 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     *out_dims.last_mut().unwrap() = n;
     super::from_vec(out, out_dims)
 }
+
+/// SiLU, `x * sigmoid(x)`, with the vectorised `exp` (candle's calls libm per element).
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    let mut out = super::uninit_vec(x.elem_count());
+    super::with_slice(x, |x| {
+        out.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(o, i)| simd::affine(i, o, 1.0, 0.0, true));
+        Ok(())
+    })?;
+    super::from_vec(out, x.dims())
+}

@@ -3,7 +3,7 @@
 //! with the broadcast bias into a second (two passes and two sets of page faults over outputs of
 //! up to 40 MiB in SD's feed-forward layers).
 
-use super::SharedMut;
+use super::{simd, SharedMut};
 use candle_core::{Result, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -77,8 +77,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
 
 /// A 1x1 convolution, `x` `[b, ci, h, w]` with `weight` `[co, ci]` (the `[co, ci, 1, 1]` kernel
 /// flattened) and `bias` `[co]`: per batch, `weight @ x[b]` over the `[ci, h*w]` pixels, onto
-/// rows that start as the bias. candle runs it as im2col, a matrix product and a layout copy.
-pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+/// rows that start as the bias, then SiLU in place when `silu`. candle runs it as im2col, a
+/// matrix product and a layout copy.
+pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor, silu: bool) -> Result<Tensor> {
     let (b, ci, h, w) = x.dims4()?;
     let (co, ci_w) = weight.dims2()?;
     let bias = bias.to_vec1::<f32>()?;
@@ -120,5 +121,8 @@ pub fn conv1x1(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
             Ok(())
         })
     })?;
+    if silu {
+        out.par_chunks_mut(1 << 14).for_each(simd::silu);
+    }
     super::from_vec(out, (b, co, h, w))
 }

@@ -1,5 +1,6 @@
 //! Fused f32 kernels for the CPU device (issue 6): attention without the full score matrix,
-//! one-pass GroupNorm(+SiLU) and a copy-free 3x3 convolution.
+//! one-pass GroupNorm(+SiLU), a copy-free 3x3 convolution, im2col for other square
+//! convolutions, and element-wise SiLU and GEGLU.
 //!
 //! Callers check [`eligible`] first; everything else (CUDA, Metal, half precision) keeps candle's
 //! own ops. The kernels read candle's CPU storage directly and return fresh contiguous tensors.
@@ -9,6 +10,7 @@ pub mod conv;
 pub mod convert;
 pub mod elementwise;
 pub mod group_norm;
+pub mod im2col;
 pub mod linear;
 mod simd;
 
@@ -22,12 +24,14 @@ pub fn eligible(tensors: &[&Tensor]) -> bool {
 }
 
 /// The kernels, by the names `SEMI_CPU_KERNELS_OFF` accepts.
-pub const KERNELS: [&str; 6] = [
+pub const KERNELS: [&str; 8] = [
     "attention",
     "group_norm",
     "conv3x3",
     "conv1x1",
+    "im2col",
     "geglu",
+    "silu",
     "linear",
 ];
 

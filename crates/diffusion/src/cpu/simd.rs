@@ -123,6 +123,14 @@ fn affine_impl(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool)
 }
 
 #[inline(always)]
+fn silu_impl(x: &mut [f32]) {
+    for v in x {
+        let y = *v;
+        *v = y / (1.0 + exp(-y));
+    }
+}
+
+#[inline(always)]
 fn scale_impl(x: &mut [f32], s: f32) {
     for v in x {
         *v *= s;
@@ -214,6 +222,10 @@ dispatch!(
 dispatch!(
     /// `dst = src * scale + shift`, then SiLU when `silu`.
     affine, affine_impl, (src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu: bool) -> ()
+);
+dispatch!(
+    /// `x = silu(x)` in place (the values `affine(x, .., 1, 0, true)` gives).
+    silu, silu_impl, (x: &mut [f32]) -> ()
 );
 dispatch!(
     /// `x *= s`.

@@ -144,7 +144,9 @@ fn conv1x1_matches_candle() {
             .forward(&x)
             .unwrap();
         let flat = weight.squeeze(3).unwrap().squeeze(2).unwrap();
-        let got = linear::conv1x1(&x, &flat, &bias).unwrap();
+        let got = linear::conv1x1(&x, &flat, &bias, false).unwrap();
+        let fused = linear::conv1x1(&x, &flat, &bias, true).unwrap();
+        assert_eq!(max_rel(&fused, &elementwise::silu(&got).unwrap()), 0.0);
         assert!(max_rel(&got, &want) < 1e-5, "b{b} {ci}->{co} {h}x{w}");
     }
 }
@@ -166,13 +168,60 @@ fn conv3x3_epilogue_equals_the_separate_additions_exactly() {
     let epilogue = conv::Epilogue {
         channel_add: Some(&temb),
         residual: Some(&residual),
+        silu: false,
     };
     let got = conv::conv3x3_then(&x, &taps, Some(&bias), epilogue).unwrap();
     let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
     assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    let silu = conv::Epilogue {
+        silu: true,
+        ..epilogue
+    };
+    let got = conv::conv3x3_then(&x, &taps, Some(&bias), silu).unwrap();
+    let want = elementwise::silu(&want).unwrap();
+    let diff = (got - &want).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
     let bad = conv::Epilogue {
         channel_add: Some(&bias),
-        residual: None,
+        ..Default::default()
     };
     assert!(conv::conv3x3_then(&x, &taps, Some(&bias), bad).is_err());
+}
+
+#[test]
+fn im2col_conv_matches_candle() {
+    // YOLOv8's stride-2 downsampler, a 3-channel stem, odd sizes, a 5x5 and a padding-free case.
+    for (b, ci, co, h, w, k, stride, pad, seed) in [
+        (2, 8, 16, 13, 10, 3, 2, 1, 1),
+        (1, 3, 16, 32, 32, 3, 2, 1, 2),
+        (3, 4, 5, 9, 11, 5, 1, 2, 3),
+        (1, 6, 7, 8, 8, 3, 1, 0, 4),
+    ] {
+        let x = rand(seed, &[b, ci, h, w]);
+        let weight = rand(seed + 10, &[co, ci, k, k]);
+        let bias = rand(seed + 20, &[co]);
+        let cfg = candle_nn::Conv2dConfig {
+            padding: pad,
+            stride,
+            ..Default::default()
+        };
+        let want = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), cfg)
+            .forward(&x)
+            .unwrap();
+        let flat = weight.reshape((co, ci * k * k)).unwrap();
+        let got = im2col::conv(&x, &flat, &bias, (k, stride, pad), false).unwrap();
+        let err = max_rel(&got, &want);
+        assert!(err < 1e-5, "{k}x{k}/{stride} {:?}: {err}", x.dims());
+        // SiLU in the output pass: exactly the separate kernel's values.
+        let fused = im2col::conv(&x, &flat, &bias, (k, stride, pad), true).unwrap();
+        let separate = elementwise::silu(&got).unwrap();
+        assert_eq!(max_rel(&fused, &separate), 0.0);
+    }
+}
+
+#[test]
+fn silu_matches_candle() {
+    let x = (rand(7, &[3, 5, 1000]) * 30.0).unwrap();
+    let err = max_rel(&elementwise::silu(&x).unwrap(), &x.silu().unwrap());
+    assert!(err < 1e-6, "{err}");
 }

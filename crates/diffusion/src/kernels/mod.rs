@@ -57,6 +57,14 @@ pub fn geglu(x: &Tensor) -> Result<Tensor> {
     &parts[0] * parts[1].gelu_erf()?
 }
 
+/// SiLU, `x * sigmoid(x)`.
+pub fn silu(x: &Tensor) -> Result<Tensor> {
+    if cpu::use_kernel("silu", &[x]) {
+        return cpu::elementwise::silu(x);
+    }
+    x.silu()
+}
+
 /// An affine group norm of `x` `[b, c, ...]` over `groups`, then SiLU when `silu`.
 pub fn group_norm(
     x: &Tensor,

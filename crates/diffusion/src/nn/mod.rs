@@ -50,6 +50,7 @@ impl Conv2d {
             Epilogue {
                 channel_add,
                 residual,
+                silu: false,
             },
         )
     }
