@@ -22,8 +22,9 @@
 #                UNet batch 1 and 2, probe passes at batch 1, 16 and 64, text encoder, VAE
 #                decode, 50 DDIM steps, one 50-step generation end to end; peak GPU memory
 #   bench-f32.md the same rows that matter in f32
+#   bench-yolo.md YOLOv8n/m detection (semi eval detect's work) at batch 1 and 8, with ultralytics
 #   log.txt      each step's time, exit status and nvidia-smi's highest memory use during it
-# Each step has its own time limit; the whole stays under 8 minutes.
+# Each step has its own time limit; the whole stays under 9 minutes.
 #
 # `bash tools/device-check.sh --quick` (under 4.5 minutes, for a lease nearly spent): parity, and
 # the f16 rows UNet batch 2, probe batches 1 and 64, VAE decode and the 50-step generation.
@@ -159,4 +160,6 @@ step "bench: SD-1.5 size on CUDA, f16" 220 "$SEMI" bench --device cuda --dtype f
 step "bench: SD-1.5 size on CUDA, f32" 100 "$SEMI" bench --device cuda --dtype f32 --runs 3 \
     --probe-batches 1,64 --only "UNet forward" --only "probe pass" --only "VAE decode, batch 1" \
     "${torch[@]}" >"$OUT/bench-f32.md" 2>>"$OUT/log.txt"
+step "bench: YOLOv8n/m detect on CUDA, f32" 60 "$SEMI" bench --device cuda --runs 3 \
+    --only YOLOv8 "${torch[@]}" >"$OUT/bench-yolo.md" 2>>"$OUT/log.txt"
 log "done: $(ls "$OUT" | tr '\n' ' ')"

@@ -15,6 +15,10 @@ export STORE=$WORK/tickets                      # the merged ticket store
 export STORE_SHARDS=$WORK/tickets-shards        # one store per collection shard
 export OUT=$WORK/generated                      # <OUT>/<method>/<id>.png
 export REPORT=$WORK/report                      # table.md, summary.csv, chart.png, ...
+export RESULTS=$WORK/detections                 # <RESULTS>/<method>.json, COCO results
+# YOLOv8 weights for eval-detect (tools/convert_yolo.py's safetensors); empty: bring your own
+# detector's results files to $RESULTS and submit.sh skips the detection step.
+export YOLO=${YOLO:-}
 
 export SEED=${SEED:-0}                          # base seed: layout seeds derive from it
 export N_NOISE=${N_NOISE:-100}                  # N of the paper (Table 2 default)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole Table 1 run as one chain of Slurm jobs:
-#   collect (array) -> merge tickets -> generate (one array per method) -> merge + report.
+#   collect (array) -> merge tickets -> generate (one array per method) -> detect (YOLOv8, one
+#   task per method, when $YOLO is set) -> merge + report.
 # Run prepare.sh first. Methods without tickets (sd, paint, soft, swap) start at once.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -25,5 +26,13 @@ for METHOD in $METHODS; do
 done
 
 deps=$(IFS=:; echo "${generate[*]}")
+if [ -n "$YOLO" ]; then
+    # eval-detect checks that every image is there only by reading them: merge first.
+    n=$(echo $METHODS | wc -w)
+    detect=$(sbatch --parsable --dependency=afterok:"$deps" --array=0-$((n - 1)) \
+        "$HERE/eval-detect.sbatch")
+    echo "detect: $detect"
+    deps=$detect
+fi
 finish=$(sbatch --parsable --dependency=afterok:"$deps" "$HERE/eval-finish.sbatch")
 echo "merge + report: $finish (report in $REPORT)"
