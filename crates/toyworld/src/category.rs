@@ -74,7 +74,7 @@ impl Category {
     }
 
     /// The exact RGB colour the generator paints this category with.
-    pub fn color(self) -> [u8; 3] {
+    pub const fn color(self) -> [u8; 3] {
         match self {
             Category::Circle => [255, 0, 0],    // red
             Category::Square => [0, 0, 255],    // blue

@@ -13,9 +13,18 @@
 //!    ignored as specks; the smallest generated object (an 8 px triangle) has about 32 pixels.
 //!
 //! Each remaining component is one detection with score 1.0, its tight box and its pixel count.
+//!
+//! In the latent world ([`Palette::Shared`]) a colour names no category: steps 1-3 are the same
+//! (components of one palette colour), and each component's category is the shape whose
+//! rasterised template, drawn in the component's tight box as the generator draws it, overlaps
+//! the component best (IoU; the triangle also with its nominal box one row taller, since its
+//! apex row may hold no pixel). The score is that IoU: 1.0 for a generated object.
 
 use crate::category::{Category, BACKGROUND};
 use crate::image::RgbImage;
+use crate::palette::Palette;
+use crate::scene::WorldConfig;
+use crate::shapes::inside;
 use serde::{Deserialize, Serialize};
 
 /// Detector thresholds; see the module documentation.
@@ -25,6 +34,9 @@ pub struct DetectorConfig {
     pub max_distance: f32,
     /// Smallest component, in pixels, reported as an object.
     pub min_area: u32,
+    /// How the world colours objects: by colour or by shape classification.
+    #[serde(default, skip_serializing_if = "Palette::is_per_category")]
+    pub palette: Palette,
 }
 
 impl Default for DetectorConfig {
@@ -32,6 +44,7 @@ impl Default for DetectorConfig {
         Self {
             max_distance: 100.0,
             min_area: 8,
+            palette: Palette::PerCategory,
         }
     }
 }
@@ -43,6 +56,14 @@ impl DetectorConfig {
         Self {
             min_area: ((8 * area) / (32 * 32)).max(1) as u32,
             ..Self::default()
+        }
+    }
+
+    /// The detector for images of `world`.
+    pub fn for_world(world: &WorldConfig) -> Self {
+        Self {
+            palette: world.palette,
+            ..Self::for_image(world.size, world.size)
         }
     }
 }
@@ -108,9 +129,11 @@ pub fn detect(img: &RgbImage, cfg: &DetectorConfig) -> Vec<Detection> {
         stack.push(start);
         let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
         let mut area = 0u32;
+        let mut pixels = Vec::new();
         while let Some(i) = stack.pop() {
             let (x, y) = (i % w, i / w);
             area += 1;
+            pixels.push(i);
             (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
             for ny in y.saturating_sub(1)..(y + 2).min(h) {
                 for nx in x.saturating_sub(1)..(x + 2).min(w) {
@@ -123,17 +146,64 @@ pub fn detect(img: &RgbImage, cfg: &DetectorConfig) -> Vec<Detection> {
             }
         }
         if area >= cfg.min_area {
-            let category = Category::ALL[label - 1];
+            let (category, score) = match cfg.palette {
+                Palette::PerCategory => (Category::ALL[label - 1], 1.0),
+                Palette::Shared => {
+                    let (bw, bh) = (x1 - x0, y1 - y0);
+                    let mut mask = vec![false; bw * bh];
+                    for i in pixels {
+                        mask[(i / w - y0) * bw + (i % w - x0)] = true;
+                    }
+                    shape_of(&mask, bw, bh)
+                }
+            };
             out.push(Detection {
                 category,
                 category_id: category.id(),
                 bbox: [x0 as f32, y0 as f32, (x1 - x0) as f32, (y1 - y0) as f32],
                 area,
-                score: 1.0,
+                score,
             });
         }
     }
     out
+}
+
+/// The shape whose template best overlaps `mask` (`bw` x `bh`, row-major), and that IoU.
+fn shape_of(mask: &[bool], bw: usize, bh: usize) -> (Category, f32) {
+    let mut best = (Category::Circle, -1.0f32);
+    for c in Category::ALL {
+        let taller = if c == Category::Triangle { 1 } else { 0 };
+        for extra_top in 0..=taller {
+            let iou = template_iou(mask, bw, bh, c, extra_top);
+            if iou > best.1 {
+                best = (c, iou);
+            }
+        }
+    }
+    best
+}
+
+/// IoU of `mask` with `c` rasterised as the generator draws it into a nominal box `bw` wide
+/// and `bh + extra_top` tall whose bottom `bh` rows are the mask's.
+fn template_iou(mask: &[bool], bw: usize, bh: usize, c: Category, extra_top: usize) -> f32 {
+    let nh = (bh + extra_top) as f64;
+    let (mut inter, mut union) = (0u32, 0u32);
+    for yy in 0..bh + extra_top {
+        let b = 2.0 * (yy as f64 + 0.5) / nh - 1.0;
+        for x in 0..bw {
+            let a = 2.0 * (x as f64 + 0.5) / bw as f64 - 1.0;
+            let t = inside(c, a, b);
+            let m = yy >= extra_top && mask[(yy - extra_top) * bw + x];
+            inter += u32::from(t && m);
+            union += u32::from(t || m);
+        }
+    }
+    if union == 0 {
+        0.0
+    } else {
+        inter as f32 / union as f32
+    }
 }
 
 /// Per-category counts (indexed by category id).

@@ -11,8 +11,9 @@
 use crate::caption::make_caption;
 use crate::category::{Category, BACKGROUND};
 use crate::image::RgbImage;
+use crate::palette::{Palette, SHARED_COLORS};
 use crate::rng::SplitMix64;
-use crate::shapes::draw_shape;
+use crate::shapes::draw_shape_in;
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,9 @@ pub struct WorldConfig {
     pub allow_duplicates: bool,
     /// Position draws per object before the whole layout is redrawn.
     pub max_attempts: u32,
+    /// How objects are coloured (absent from the first world's files).
+    #[serde(default, skip_serializing_if = "Palette::is_per_category")]
+    pub palette: Palette,
 }
 
 impl Default for WorldConfig {
@@ -56,6 +60,7 @@ impl Default for WorldConfig {
             gap: 1,
             allow_duplicates: false,
             max_attempts: 100,
+            palette: Palette::PerCategory,
         }
     }
 }
@@ -70,6 +75,18 @@ impl WorldConfig {
             min_object_size: scale(d.min_object_size).max(4),
             max_object_size: scale(d.max_object_size).max(4),
             ..d
+        }
+    }
+
+    /// The latent world (issue 22): 64x64 images of one or two objects, 16-40 px, each in a
+    /// colour of the shared palette drawn independently of its shape. A VAE with a scale
+    /// factor of 2 makes 32x32 latents, whose probe grid of 2x2-latent-pixel cells is 16x16, as
+    /// SD's 4x4 cells are at 512.
+    pub fn latent() -> Self {
+        Self {
+            max_objects: 2,
+            palette: Palette::Shared,
+            ..Self::with_size(64)
         }
     }
 
@@ -179,10 +196,18 @@ impl Scene {
             let Some(boxes) = place_boxes(&mut rng, cfg, categories.len()) else {
                 continue;
             };
+            // Colours are drawn only in the shared-palette world, after the layout, so the first
+            // world's random stream (and every scene of it) is unchanged.
+            let colors: Vec<[u8; 3]> = match cfg.palette {
+                Palette::PerCategory => categories.iter().map(|c| c.color()).collect(),
+                Palette::Shared => (0..categories.len())
+                    .map(|_| SHARED_COLORS[rng.below(SHARED_COLORS.len() as u64) as usize])
+                    .collect(),
+            };
             let mut image = RgbImage::filled(cfg.size, cfg.size, BACKGROUND);
             let mut objects = Vec::with_capacity(boxes.len());
-            for (&category, &nominal) in categories.iter().zip(&boxes) {
-                let bbox = draw_shape(&mut image, category, nominal)
+            for ((&category, &nominal), &color) in categories.iter().zip(&boxes).zip(&colors) {
+                let bbox = draw_shape_in(&mut image, category, nominal, color)
                     .with_context(|| format!("{category} in box {nominal:?} painted no pixel"))?;
                 objects.push(SceneObject { category, bbox });
             }

@@ -40,13 +40,22 @@ pub fn inside(category: Category, a: f64, b: f64) -> bool {
 /// clipped to the image) and returns the tight box of the painted pixels, or `None` when the box
 /// is too small to contain any pixel centre of the shape.
 pub fn draw_shape(img: &mut RgbImage, category: Category, bbox: [u32; 4]) -> Option<[u32; 4]> {
+    draw_shape_in(img, category, bbox, category.color())
+}
+
+/// [`draw_shape`] in `color` (the latent world's shared palette).
+pub fn draw_shape_in(
+    img: &mut RgbImage,
+    category: Category,
+    bbox: [u32; 4],
+    color: [u8; 3],
+) -> Option<[u32; 4]> {
     let [x0, y0, x1, y1] = bbox;
     let (x1, y1) = (x1.min(img.width()), y1.min(img.height()));
     if x1 <= x0 || y1 <= y0 {
         return None;
     }
     let (w, h) = (f64::from(x1 - x0), f64::from(y1 - y0));
-    let color = category.color();
     let mut tight: Option<[u32; 4]> = None;
     for y in y0..y1 {
         let b = 2.0 * (f64::from(y - y0) + 0.5) / h - 1.0;
