@@ -1,6 +1,7 @@
 //! Writes a training dataset: `cargo run --release -p semi-toyworld --example write_dataset --
-//! OUT.safetensors N [SEED] [--allow-duplicates]` (captions go to OUT.jsonl). The training script
-//! reads both. `--allow-duplicates` draws every object's category independently, so some scenes
+//! OUT.safetensors N [SEED] [--allow-duplicates] [--latent]` (captions go to OUT.jsonl; `--latent`:
+//! the latent world of `WorldConfig::latent`). The training scripts read both.
+//! `--allow-duplicates` draws every object's category independently, so some scenes
 //! hold several objects of one category, captioned with a count ("two circles and a square").
 
 use anyhow::{bail, Context, Result};
@@ -8,12 +9,14 @@ use semi_toyworld::{write_dataset, WorldConfig};
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
-    let usage = "usage: write_dataset OUT.safetensors N [SEED] [--allow-duplicates]";
+    let usage = "usage: write_dataset OUT.safetensors N [SEED] [--allow-duplicates] [--latent]";
     let mut cfg = WorldConfig::default();
     let mut positional = Vec::new();
     for arg in std::env::args().skip(1) {
         match arg.as_str() {
             "--allow-duplicates" => cfg.allow_duplicates = true,
+            // The latent world (WorldConfig::latent: 64x64, shared palette, 1-2 objects).
+            "--latent" => cfg = WorldConfig::latent(),
             s if s.starts_with("--") => bail!("unknown option {s}; {usage}"),
             _ => positional.push(arg),
         }

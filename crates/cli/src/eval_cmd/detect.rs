@@ -35,6 +35,7 @@ pub struct DetectArgs {
     pub conf: f32,
     #[command(flatten)]
     pub network: NetworkArgs,
+    /// Where a network detector runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
 }
