@@ -31,7 +31,9 @@ from transformers import CLIPTextConfig, CLIPTextModel
 TEXT_HIDDEN = 96
 
 
-def unet_config(width: str = "32,64,96", layers: int = 1, transformer_layers: str = "1") -> dict:
+def unet_config(width: str = "32,64,96", layers: int = 1, transformer_layers: str = "1", channels: int = 3) -> dict:
+    """The toy UNet: 32x32 samples of `channels` channels (3: the first world's pixels; 4: the
+    latent world's VAE latents)."""
     chans = [int(c) for c in width.split(",")]
     extra = {}
     if transformer_layers != "1":
@@ -41,8 +43,8 @@ def unet_config(width: str = "32,64,96", layers: int = 1, transformer_layers: st
     return dict(
         **extra,
         sample_size=32,
-        in_channels=3,
-        out_channels=3,
+        in_channels=channels,
+        out_channels=channels,
         down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         mid_block_type="UNetMidBlock2DCrossAttn",
         up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
@@ -87,8 +89,9 @@ SCHEDULER = dict(
 )
 
 
-def build_models(width: str, layers: int, vocab_size: int, bos: int, eos: int, transformer_layers: str = "1"):
-    unet = UNet2DConditionModel(**unet_config(width, layers, transformer_layers))
+def build_models(width: str, layers: int, vocab_size: int, bos: int, eos: int, transformer_layers: str = "1",
+                 channels: int = 3):
+    unet = UNet2DConditionModel(**unet_config(width, layers, transformer_layers, channels))
     text = CLIPTextModel(text_config(vocab_size, bos, eos))
     return unet, text
 

@@ -11,6 +11,11 @@ checkpoint in CKPT_DIR):
 runtime's test fixture crates/diffusion/tests/fixtures/clip-tokenizer; the running job was started
 with --clip-dir pointing at that fixture in the text helper's worktree.)
 
+The latent world (issue 22): `write_dataset ... --latent` for the data and `--vae DIR` (a
+folder of tools/train_toy_vae.py --export) train the same UNet on 4x32x32 VAE latents; the
+export then carries the VAE. Checked end to end on a 3-step run: `semi generate --model EXPORT`
+draws 64x64 images and `--init semi` fills the 16x16 probe grid.
+
 Export the EMA weights as a diffusers folder (no `vae` entry: pixel space) at any time, also while
 training runs (it reads the last checkpoint):
 
@@ -52,7 +57,8 @@ import toy_model  # noqa: E402
 import toy_tokenizer  # noqa: E402
 
 # Arguments that define the run; a resumed run must use the same values.
-RUN_KEYS = ("width", "layers", "transformer_layers", "seed", "batch", "lr", "warmup", "caption_dropout", "ema", "snr_gamma", "data")
+RUN_KEYS = ("width", "layers", "transformer_layers", "seed", "batch", "lr", "warmup", "caption_dropout", "ema", "snr_gamma", "data",
+            "vae")
 
 
 def parse_args():
@@ -92,6 +98,10 @@ def parse_args():
     ap.add_argument("--ckpt-minutes", type=float, default=10.0)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--clip-dir", help="full CLIP tokenizer dir for toy_tokenizer.py (default: its default)")
+    ap.add_argument("--vae", metavar="DIR",
+                    help="a diffusers AutoencoderKL folder (tools/train_toy_vae.py --export): train in its latent "
+                         "space (the latent world, issue 22). The dataset is encoded once (posterior mean times "
+                         "scaling_factor, cached as latents.pt in --ckpt-dir) and the export gets a `vae`")
     return ap.parse_args()
 
 
@@ -167,7 +177,25 @@ def build(run: dict, tok):
     bos = tok.convert_tokens_to_ids("<|startoftext|>")
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     return toy_model.build_models(run["width"], run["layers"], len(tok.get_vocab()), bos, eos,
-                                  run.get("transformer_layers", "1"))
+                                  run.get("transformer_layers", "1"), 4 if run.get("vae") else 3)
+
+
+def encode_latents(vae_dir: str, images, cache: str):
+    """The dataset's latents, `scaling_factor * mean` of the VAE posterior, [N, 4, h, w] float32."""
+    if os.path.exists(cache):
+        return torch.load(cache, weights_only=True)
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, images.shape[0], 256):
+            x = images[i:i + 256].float() / 127.5 - 1.0
+            out.append(vae.encode(x).latent_dist.mean * vae.config.scaling_factor)
+    lat = torch.cat(out)
+    atomic_save(lat, cache)
+    print(f"encoded {lat.shape[0]} scenes to latents {tuple(lat.shape[1:])}, std {lat.std():.3f}", flush=True)
+    return lat
 
 
 def load_grown(model, state: dict) -> list[str]:
@@ -205,6 +233,7 @@ def train(args) -> None:
         with open(cfg_path) as f:
             saved = json.load(f)
         saved.setdefault("transformer_layers", "1")  # runs from before the option
+        saved.setdefault("vae", None)
         diff = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
         if diff:
             raise SystemExit(f"{args.ckpt_dir} holds a run with other settings (saved, given): {diff}")
@@ -220,6 +249,7 @@ def train(args) -> None:
     torch.manual_seed(args.seed)
     tok = load_tokenizer(tok_dir)
     images, cap_idx, captions, obj_counts = load_data(args.data)
+    latents = encode_latents(args.vae, images, os.path.join(args.ckpt_dir, "latents.pt")) if args.vae else None
     scene_weights = object_count_weights(args.object_weights, obj_counts)
     cap_ids = tokenize(tok, captions)  # [C, 77]
     empty_ids = tokenize(tok, [""])  # the unconditional caption
@@ -289,7 +319,7 @@ def train(args) -> None:
             idx = torch.randint(0, images.shape[0], (args.batch,), generator=gen)
         else:
             idx = torch.multinomial(scene_weights, args.batch, replacement=True, generator=gen)
-        x0 = images[idx].float() / 127.5 - 1.0
+        x0 = latents[idx] if latents is not None else images[idx].float() / 127.5 - 1.0
         ids = cap_ids[cap_idx[idx]]
         drop = torch.rand(args.batch, generator=gen) < args.caption_dropout
         ids = torch.where(drop[:, None], empty_ids, ids)
@@ -388,15 +418,20 @@ def export(args) -> None:
     for f in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
         shutil.copy(os.path.join(tok_dir, f), os.path.join(tmp, "tokenizer", f))
     toy_model.ddim_scheduler().save_pretrained(os.path.join(tmp, "scheduler"))
+    index = dict(MODEL_INDEX)
+    vae_dir = ck["args"].get("vae")
+    if vae_dir:
+        shutil.copytree(vae_dir, os.path.join(tmp, "vae"))
+        index["vae"] = ["diffusers", "AutoencoderKL"]
     with open(os.path.join(tmp, "model_index.json"), "w") as f:
-        json.dump(MODEL_INDEX, f, indent=2)
+        json.dump(index, f, indent=2)
         f.write("\n")
 
     # Reload (as float32, the way the runtime computes) and compare with the in-memory EMA model.
     u2 = UNet2DConditionModel.from_pretrained(os.path.join(tmp, "unet"), torch_dtype=torch.float32).eval()
     t2 = CLIPTextModel.from_pretrained(os.path.join(tmp, "text_encoder"), torch_dtype=torch.float32).eval()
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 3, 32, 32, generator=g)
+    x = torch.randn(4, u2.config.in_channels, 32, 32, generator=g)
     ids = tokenize(tok, ["a circle", "a square and a ring", "a cross, a triangle and a diamond", ""])
     t = torch.tensor([981, 500, 100, 981])
     with torch.no_grad():
