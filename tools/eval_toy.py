@@ -14,7 +14,9 @@ overall and by object count. OUT/summary.json holds the numbers, OUT/grid_g<scal
 
 The model folder is loaded the way diffusers and transformers load any SD folder (UNet, CLIP text
 encoder, CLIP tokenizer from vocab.json + merges.txt, DDIM scheduler config); without a `vae` the
-latents are the image in [-1, 1].
+latents are the image in [-1, 1]. With a `vae` (the latent world, issue 22) the latents are
+decoded (divided by `scaling_factor`) and the detector names objects by shape (`detect_dir
+--shapes`); pass `--max-objects 2` for that world's captions.
 """
 
 from __future__ import annotations
@@ -49,13 +51,16 @@ def load(model_dir: str):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     index = json.load(open(os.path.join(model_dir, "model_index.json")))
+    vae = None
     if index.get("vae") not in (None, [None, None]):
-        raise SystemExit(f"{model_dir} has a VAE; this script handles pixel-space toy models only")
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(os.path.join(model_dir, "vae"), torch_dtype=torch.float32).eval()
     tok = CLIPTokenizer.from_pretrained(os.path.join(model_dir, "tokenizer"))
     text = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"), torch_dtype=torch.float32).eval()
     unet = UNet2DConditionModel.from_pretrained(os.path.join(model_dir, "unet"), torch_dtype=torch.float32).eval()
     sched = DDIMScheduler.from_pretrained(model_dir, subfolder="scheduler")
-    return tok, text, unet, sched
+    return tok, text, unet, sched, vae
 
 
 @torch.no_grad()
@@ -103,8 +108,10 @@ def grid(images: np.ndarray, columns: int = 8, scale: int = 4, pad: int = 2) -> 
     return Image.fromarray(canvas)
 
 
-def detect_dir(folder: str) -> list[dict]:
+def detect_dir(folder: str, shapes: bool = False) -> list[dict]:
     cmd = ["cargo", "run", "-q", "--release", "-p", "semi-toyworld", "--example", "detect_dir", "--", folder]
+    if shapes:
+        cmd.append("--shapes")
     res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"detector failed: {res.stderr.strip()}")
@@ -163,7 +170,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    tok, text, unet, sched = load(args.model_dir)
+    tok, text, unet, sched, vae = load(args.model_dir)
+    if args.pipeline_check and vae is not None:
+        raise SystemExit("--pipeline-check is for pixel-space models")
     if args.pipeline_check:
         diff = pipeline_check(args.model_dir, tok, text, unet, sched, args.steps)
         print(f"StableDiffusionPipeline vs this sampler: max abs difference {diff:.2e}", flush=True)
@@ -180,15 +189,20 @@ def main() -> None:
         folder = os.path.join(args.out, f"g{g:g}")
         os.makedirs(folder, exist_ok=True)
         step_noise = torch.Generator().manual_seed(args.seed + 1)
-        images = to_u8(generate(tok, text, unet, sched, captions, noise, g, args.steps, args.eta, step_noise,
-                                eta_range, guidance_range))
+        x = generate(tok, text, unet, sched, captions, noise, g, args.steps, args.eta, step_noise,
+                     eta_range, guidance_range)
+        if vae is not None:
+            with torch.no_grad():
+                x = torch.cat([vae.decode(x[i:i + 64] / vae.config.scaling_factor).sample
+                               for i in range(0, x.shape[0], 64)])
+        images = to_u8(x)
         with open(os.path.join(folder, "captions.jsonl"), "w") as f:
             for i, (img, cap) in enumerate(zip(images, captions)):
                 name = f"{i:04}.png"
                 Image.fromarray(img).save(os.path.join(folder, name))
                 f.write(json.dumps({"file": name, "caption": cap}) + "\n")
         grid(images[:32]).save(os.path.join(args.out, f"grid_g{g:g}.png"))
-        records = detect_dir(folder)
+        records = detect_dir(folder, shapes=vae is not None)
         by_k: dict[int, list[bool]] = {}
         for r in records:
             by_k.setdefault(r["caption"].count(" a ") + r["caption"].startswith("a "), []).append(r["match"])

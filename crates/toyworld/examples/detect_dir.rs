@@ -1,5 +1,6 @@
 //! Runs the exact detector over generated images so that Python tools need not re-implement it:
-//! `cargo run --release -p semi-toyworld --example detect_dir -- DIR`.
+//! `cargo run --release -p semi-toyworld --example detect_dir -- DIR [--shapes]`
+//! (`--shapes`: the latent world, where objects are named by shape, not colour).
 //!
 //! Reads `DIR/captions.jsonl` (one `{"file": "0000.png", "caption": "a circle"}` per line, files
 //! relative to DIR) and prints one JSON line per image to stdout:
@@ -7,7 +8,7 @@
 //! whether the detected categories and counts equal the caption's. A summary goes to stderr.
 
 use anyhow::{Context, Result};
-use semi_toyworld::{caption_matches, detect, parse_caption, DetectorConfig, RgbImage};
+use semi_toyworld::{caption_matches, detect, parse_caption, DetectorConfig, Palette, RgbImage};
 use serde::Deserialize;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -19,11 +20,18 @@ struct Entry {
 }
 
 fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let shapes = args.iter().any(|a| a == "--shapes");
     let dir = PathBuf::from(
-        std::env::args()
-            .nth(1)
-            .context("usage: detect_dir DIR (with DIR/captions.jsonl)")?,
+        args.iter()
+            .find(|a| !a.starts_with("--"))
+            .context("usage: detect_dir DIR [--shapes] (with DIR/captions.jsonl)")?,
     );
+    let palette = if shapes {
+        Palette::Shared
+    } else {
+        Palette::PerCategory
+    };
     let list = dir.join("captions.jsonl");
     let file =
         std::fs::File::open(&list).with_context(|| format!("cannot open {}", list.display()))?;
@@ -39,7 +47,11 @@ fn main() -> Result<()> {
             .with_context(|| format!("{} line {}: malformed entry", list.display(), i + 1))?;
         let groups = parse_caption(&entry.caption)?;
         let img = RgbImage::load_png(&dir.join(&entry.file))?;
-        let dets = detect(&img, &DetectorConfig::for_image(img.width(), img.height()));
+        let cfg = DetectorConfig {
+            palette,
+            ..DetectorConfig::for_image(img.width(), img.height())
+        };
+        let dets = detect(&img, &cfg);
         let ok = caption_matches(&dets, &groups);
         n += 1;
         matched += usize::from(ok);
