@@ -41,6 +41,28 @@ pub fn read_layout(path: &Path, native: Option<(usize, usize)>) -> Result<(Layou
     Ok((layout, from))
 }
 
+/// SemI's control experiments (`--control`): its regions, filled otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ControlArg {
+    /// Gaussian blocks matched to each ticket set's per-channel mean and variance.
+    ColourMatched,
+    /// Each box filled with the next category's tickets (the other one's, for two).
+    CategorySwapped,
+    /// Each box filled from the union of the layout's categories' tickets.
+    AnyObject,
+}
+
+impl ControlArg {
+    pub fn fill(self) -> semi_tickets::InitMethod {
+        use semi_tickets::InitMethod as M;
+        match self {
+            ControlArg::ColourMatched => M::ColourMatchedControl,
+            ControlArg::CategorySwapped => M::CategorySwappedControl,
+            ControlArg::AnyObject => M::AnyObjectControl,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RulePreset {
     /// Paper Eq. 3-5 with --t-obj / --t-bg.

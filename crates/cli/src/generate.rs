@@ -241,7 +241,7 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         eta: args.eta,
         paint_weight: Some(args.paint_weight),
         soft_weight: Some(args.soft_weight),
-        colour_control: false,
+        fill: semi_tickets::InitMethod::SemI,
         latents: args.latents.clone(),
     };
     let run = Run::plan(&model, request)?;

@@ -4,17 +4,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use semi_layout::Layout;
 use semi_tickets::{semi_init, Construction, InitMethod, InitOptions, Rule, Store};
 
-use crate::common::{check_path, read_layout, RuleArgs};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Control {
-    /// Gaussian blocks matched to each ticket set's per-channel mean and variance.
-    ColourMatched,
-}
+use crate::common::{check_path, read_layout, ControlArg, RuleArgs};
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -36,7 +30,7 @@ pub struct InitArgs {
     pub recalibrate: Option<bool>,
     /// Build a control instead of SemI latents.
     #[arg(long, value_enum)]
-    pub control: Option<Control>,
+    pub control: Option<ControlArg>,
     /// Refuse a store not made with this model (folder, HF cache repo id or `toy`); its
     /// `semi.json` then gives the thresholds and recalibration not set by flags.
     #[arg(long)]
@@ -62,8 +56,8 @@ pub fn build_latents(
 
 fn method_name(o: &InitOptions) -> String {
     let m = match o.method {
-        InitMethod::SemI => "SemI",
-        InitMethod::ColourMatchedControl => "colour-matched control",
+        InitMethod::SemI => "SemI".to_string(),
+        other => format!("{} control", other.name()),
     };
     format!(
         "{m}, seed {}{}",
@@ -124,10 +118,7 @@ pub fn run(args: &InitArgs) -> Result<()> {
     let (layout, _) = read_layout(&args.layout, Some((f.width as usize, f.height as usize)))?;
     let options = InitOptions {
         seed: args.seed.or(layout.seed).unwrap_or(0),
-        method: match args.control {
-            Some(Control::ColourMatched) => InitMethod::ColourMatchedControl,
-            None => InitMethod::SemI,
-        },
+        method: args.control.map_or(InitMethod::SemI, ControlArg::fill),
         recalibrate: settings.recalibrate.value,
     };
     let c = build_latents(&store, &layout, &rule, &options)?;

@@ -200,6 +200,33 @@ fn collect_inspect_init_generate() {
             .shape,
         [1, 4, 16, 16]
     );
+    // The category controls (issue 22) on the same layout.
+    for control in ["category-swapped", "any-object"] {
+        let out = p(&format!("{control}.npy"));
+        let text = ok(semi(
+            &cache,
+            &[
+                "init",
+                "--store",
+                &store,
+                "--layout",
+                &layout,
+                "--out",
+                &out,
+                "--control",
+                control,
+                "--rule",
+                "paper",
+                "--seed",
+                "9",
+            ],
+        ));
+        assert!(
+            text.contains(&format!("{control} control, seed 9")),
+            "{text}"
+        );
+        assert!(Path::new(&out).is_file());
+    }
 
     // On the fly: the cache store is filled for the layout's pair, then reused.
     let img = p("img.png");

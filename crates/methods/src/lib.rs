@@ -5,7 +5,7 @@
 //! Swap, SemI + Swap) and a [`Guidance`] (none, Paint, Soft); [`Method::parse`] reads names like
 //! `semi+swap+soft`, [`Method::table1`] lists the paper's rows, [`Method::needs`] says what a
 //! method needs (boxes, a store) with the reason a user is told. One module per method:
-//! - [`init`]: the init stages, [`init::gaussian`], [`init::semi`], [`init::colour_control`],
+//! - [`init`]: the init stages, [`init::gaussian`], [`init::semi`], [`init::controls`],
 //!   [`init::swap`] (and why Swap is an init), registered in [`Init::stages`];
 //! - [`guidance`]: [`guidance::paint`] and [`guidance::soft`], registered in
 //!   [`Guidance::method`].

@@ -2,7 +2,7 @@
 //! paper's defaults) is decided by the run (`semi-run`), not here.
 
 use semi_tickets::swap::SwapOptions;
-use semi_tickets::Rule;
+use semi_tickets::{InitMethod, Rule};
 
 /// Strengths and SemI settings; `Default` = the paper's defaults.
 #[derive(Clone, Debug)]
@@ -11,10 +11,9 @@ pub struct MethodOptions {
     pub rule: Rule,
     /// SemI: standardise each latent channel afterwards (default off, as the paper).
     pub recalibrate: bool,
-    /// SemI's control experiment: fill each cell with fresh Gaussian blocks matched to its
-    /// ticket set's per-channel mean and variance instead of the tickets themselves, so a gain
-    /// that survives is colour statistics, not tickets ([`crate::init`]; default off).
-    pub colour_control: bool,
+    /// How SemI's regions are filled: with their tickets (the default), or by one of SemI's
+    /// control experiments ([`crate::init::controls`]).
+    pub fill: InitMethod,
     /// Paint's `w` (default [`semi_guidance::PAINT_DEFAULT_WEIGHT`]).
     pub paint_weight: f64,
     /// Soft's `w` (default [`semi_guidance::SOFT_DEFAULT_WEIGHT`]).
@@ -31,7 +30,7 @@ impl Default for MethodOptions {
                 t_bg: 0.1,
             },
             recalibrate: false,
-            colour_control: false,
+            fill: InitMethod::SemI,
             paint_weight: semi_guidance::PAINT_DEFAULT_WEIGHT,
             soft_weight: semi_guidance::SOFT_DEFAULT_WEIGHT,
             swap: SwapOptions::default(),

@@ -45,7 +45,8 @@ pub struct Request {
     pub eta: f64,
     pub paint_weight: Option<f64>,
     pub soft_weight: Option<f64>,
-    pub colour_control: bool,
+    /// SemI's tickets, or one of its control experiments.
+    pub fill: semi_tickets::InitMethod,
     /// Initial latents from a file instead of seeded noise.
     pub latents: Option<PathBuf>,
 }
@@ -114,7 +115,7 @@ impl Run {
         let mut options = MethodOptions {
             rule,
             recalibrate: settings.recalibrate.value,
-            colour_control: req.colour_control,
+            fill: req.fill,
             ..MethodOptions::default()
         };
         for (flag, value, slot) in [
@@ -333,8 +334,15 @@ impl Run {
         if m.needs_store() {
             map.insert("rule".into(), format!("{:?}", o.rule).into());
             map.insert("recalibrate".into(), o.recalibrate.into());
-            if o.colour_control {
-                map.insert("colour_control".into(), true.into());
+            match o.fill {
+                semi_tickets::InitMethod::SemI => {}
+                // The key settings have always had for this control.
+                semi_tickets::InitMethod::ColourMatchedControl => {
+                    map.insert("colour_control".into(), true.into());
+                }
+                other => {
+                    map.insert("control".into(), other.name().into());
+                }
             }
             if let Some(store) = store {
                 map.insert(

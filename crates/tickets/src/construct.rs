@@ -14,6 +14,13 @@
 //! and variance of the whole ticket set of the cell's category (or of the background set). If
 //! SemI beats this control, the tickets carry more than a colour bias.
 //!
+//! Two more controls ask whether tickets are specific to their category (issue 22):
+//! [`InitMethod::CategorySwappedControl`] fills each object's cells with the tickets of the next
+//! category of the layout (cyclically, in order of first appearance: with two categories, each
+//! box gets the other's), so category-specific tickets put the wrong shape in each box;
+//! [`InitMethod::AnyObjectControl`] fills every object's cells from one draw sequence over the
+//! union of the layout's categories' tickets. The background is SemI's in both.
+//!
 //! Optional recalibration standardises each channel of the finished latent to zero mean and unit
 //! variance (population statistics over the whole latent).
 
@@ -28,12 +35,36 @@ use crate::select::{select, Rule, Selection};
 use crate::store::{put_block, Store};
 
 /// How cells are filled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InitMethod {
     /// Winning tickets (the paper).
+    #[default]
     SemI,
     /// Gaussian blocks matched to the ticket sets' per-channel mean and variance (module docs).
     ColourMatchedControl,
+    /// Each object's cells from the next category's tickets (module docs).
+    CategorySwappedControl,
+    /// Every object's cells from the union of the layout's categories' tickets (module docs).
+    AnyObjectControl,
+}
+
+impl InitMethod {
+    /// The controls, by the names of `--control`.
+    pub const CONTROLS: [InitMethod; 3] = [
+        InitMethod::ColourMatchedControl,
+        InitMethod::CategorySwappedControl,
+        InitMethod::AnyObjectControl,
+    ];
+
+    /// `semi`, `colour-matched`, `category-swapped` or `any-object`.
+    pub fn name(self) -> &'static str {
+        match self {
+            InitMethod::SemI => "semi",
+            InitMethod::ColourMatchedControl => "colour-matched",
+            InitMethod::CategorySwappedControl => "category-swapped",
+            InitMethod::AnyObjectControl => "any-object",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,23 +234,50 @@ pub fn construct(
     }
     let n_sets = selection.categories.len();
     let n_cats = n_sets;
-    // Cells per set, in fill order; set n_sets = background.
-    let mut set_cells: Vec<Vec<usize>> = vec![Vec::new(); n_sets + 1];
+    // The layout's sets in order of first appearance, for the two category controls.
+    let mut distinct: Vec<usize> = Vec::new();
+    for &s in &object_set {
+        if !distinct.contains(&s) {
+            distinct.push(s);
+        }
+    }
+    if options.method == InitMethod::CategorySwappedControl && distinct.len() < 2 {
+        bail!("the category-swapped control needs a layout of at least two categories");
+    }
+    // The union of the layout's sets: set n_sets + 1, used by the any-object control only.
+    let mut union: Vec<u32> = Vec::new();
+    if options.method == InitMethod::AnyObjectControl {
+        for &s in &distinct {
+            union.extend(&selection.tickets[s]);
+        }
+        union.sort_unstable();
+        union.dedup();
+    }
+    let fill_set = |s: usize| match options.method {
+        InitMethod::CategorySwappedControl => {
+            let k = distinct.iter().position(|&d| d == s).expect("a layout set");
+            distinct[(k + 1) % distinct.len()]
+        }
+        InitMethod::AnyObjectControl => n_sets + 1,
+        _ => s,
+    };
+    // Cells per set, in fill order; set n_sets = background, n_sets + 1 = the union.
+    let mut set_cells: Vec<Vec<usize>> = vec![Vec::new(); n_sets + 2];
     for (object, &s) in object_set.iter().enumerate() {
-        set_cells[s].extend(map.object_cells(object).iter().map(|&c| grid.index(c)));
+        set_cells[fill_set(s)].extend(map.object_cells(object).iter().map(|&c| grid.index(c)));
     }
     set_cells[n_sets].extend(map.background_cells().iter().map(|&c| grid.index(c)));
     let sets: Vec<&[u32]> = selection
         .tickets
         .iter()
         .map(|t| t.as_slice())
-        .chain(std::iter::once(selection.background.as_slice()))
+        .chain([selection.background.as_slice(), union.as_slice()])
         .collect();
     let names: Vec<String> = selection
         .categories
         .iter()
         .cloned()
-        .chain(std::iter::once("background".to_string()))
+        .chain(["background".to_string(), "any object".to_string()])
         .collect();
     for s in 0..=n_sets {
         if !set_cells[s].is_empty() && sets[s].is_empty() {
@@ -241,6 +299,17 @@ pub fn construct(
         }
     }
 
+    if !set_cells[n_sets + 1].is_empty() && union.is_empty() {
+        bail!(
+            "no winning tickets for any of {} (the any-object control draws from their union)",
+            distinct
+                .iter()
+                .map(|&d| format!("{:?}", names[d]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
     let [c, h, w] = f.latent;
     let mut latents = vec![0f32; c * h * w];
     let mut cells = vec![
@@ -258,13 +327,14 @@ pub fn construct(
     let mut uses = Vec::new();
     let mut rng = SplitMix64::new(options.seed);
     let gaussian = match options.method {
-        InitMethod::SemI => None,
         InitMethod::ColourMatchedControl => Some(
             semi_diffusion::noise::TorchGenerator::manual_seed(options.seed).randn_vec(c * h * w),
         ),
+        _ => None,
     };
     let (bh, bw) = f.block_hw();
-    for s in 0..=n_sets {
+    // The union comes after the background, so SemI's random stream is what it always was.
+    for s in 0..sets.len() {
         let targets = &set_cells[s];
         if targets.is_empty() {
             continue;

@@ -185,6 +185,67 @@ fn recalibration_standardises_channels() {
     }
 }
 
+/// The category-swapped control gives each box the other category's tickets, the any-object
+/// control the union of both; the background and SemI's own stream are untouched.
+#[test]
+fn category_controls_fill_boxes_from_the_other_and_the_union() {
+    let (_d, s) = store();
+    let l = layout();
+    let (sel, semi) = semi_init(&s, &l, &rule(), &opts(4, InitMethod::SemI, false)).unwrap();
+    let (dog, car) = (
+        sel.tickets_of("dog").unwrap(),
+        sel.tickets_of("car").unwrap(),
+    );
+    let (_, swapped) = semi_init(
+        &s,
+        &l,
+        &rule(),
+        &opts(4, InitMethod::CategorySwappedControl, false),
+    )
+    .unwrap();
+    let (_, any) = semi_init(
+        &s,
+        &l,
+        &rule(),
+        &opts(4, InitMethod::AnyObjectControl, false),
+    )
+    .unwrap();
+    let (mut saw_dog, mut saw_car) = (false, false);
+    for ((a, b), c) in semi.cells.iter().zip(&swapped.cells).zip(&any.cells) {
+        assert_eq!((a.region, b.region), (c.region, c.region));
+        let (t_swapped, t_any) = (b.ticket.unwrap(), c.ticket.unwrap());
+        match a.region {
+            Region::Object(0) => assert!(car.contains(&t_swapped), "dog's box gets car tickets"),
+            Region::Object(_) => assert!(dog.contains(&t_swapped), "car's box gets dog tickets"),
+            Region::Background => {
+                assert!(sel.background.contains(&t_swapped) && sel.background.contains(&t_any))
+            }
+        }
+        if let Region::Object(_) = a.region {
+            assert!(dog.contains(&t_any) || car.contains(&t_any));
+            saw_dog |= dog.contains(&t_any) && !car.contains(&t_any);
+            saw_car |= car.contains(&t_any) && !dog.contains(&t_any);
+        }
+    }
+    assert!(saw_dog && saw_car, "the union draws from both categories");
+    assert_eq!(
+        InitMethod::CategorySwappedControl.name(),
+        "category-swapped"
+    );
+    // One category: nothing to swap with.
+    let mut one = l.clone();
+    one.objects.truncate(1);
+    let err = semi_init(
+        &s,
+        &one,
+        &rule(),
+        &opts(4, InitMethod::CategorySwappedControl, false),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("at least two categories"), "{err}");
+}
+
 #[test]
 fn colour_matched_control_uses_the_sets_statistics() {
     let (_d, s) = store();

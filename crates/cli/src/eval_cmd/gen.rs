@@ -19,7 +19,7 @@ use semi_tickets::Store;
 use semi_toyworld::RgbImage;
 use serde_json::{json, Value};
 
-use crate::common::{DeviceArg, ProbeArgs, TicketArgs};
+use crate::common::{ControlArg, DeviceArg, ProbeArgs, TicketArgs};
 
 /// Generation flags shared by `eval generate` and `eval run`.
 #[derive(Args, Debug, Clone)]
@@ -43,9 +43,13 @@ pub struct GenOpts {
     pub soft_weight: Option<f64>,
     #[command(flatten)]
     pub tickets: TicketArgs,
-    /// SemI control experiment: Gaussian blocks matched to each ticket set's per-channel mean
-    /// and variance instead of the tickets (is the gain more than colour statistics?).
-    #[arg(long)]
+    /// A SemI control experiment in place of the tickets: colour-matched (is the gain more than
+    /// colour statistics?), category-swapped (are tickets specific to their category?) or
+    /// any-object.
+    #[arg(long, value_enum)]
+    pub control: Option<ControlArg>,
+    /// The same as `--control colour-matched`.
+    #[arg(long, conflicts_with = "control")]
     pub colour_control: bool,
     #[command(flatten)]
     pub probe: ProbeArgs,
@@ -123,7 +127,11 @@ impl GenOpts {
                 eta: self.eta,
                 paint_weight: self.paint_weight,
                 soft_weight: self.soft_weight,
-                colour_control: self.colour_control,
+                fill: match (self.control, self.colour_control) {
+                    (Some(c), _) => c.fill(),
+                    (None, true) => semi_tickets::InitMethod::ColourMatchedControl,
+                    (None, false) => semi_tickets::InitMethod::SemI,
+                },
                 ..Request::default()
             },
         )

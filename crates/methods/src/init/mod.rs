@@ -4,14 +4,14 @@
 //! | init | stages |
 //! |---|---|
 //! | gaussian | [`gaussian`] |
-//! | semi | [`semi`] (or [`colour_control`] when `MethodOptions::colour_control`) |
+//! | semi | [`semi`] (or [`controls`] when `MethodOptions::fill` names a control) |
 //! | swap | [`gaussian`], [`swap`] |
 //! | semi+swap | [`semi`], [`swap`] |
 //!
 //! A new init is one module implementing [`InitStage`] plus its row in [`Init::stages`] and a
 //! word in [`Init`].
 
-pub mod colour_control;
+pub mod controls;
 pub mod gaussian;
 pub mod semi;
 pub mod swap;
@@ -21,7 +21,7 @@ use candle_core::Tensor;
 use semi_diffusion::pipeline::StableDiffusion;
 use semi_guidance::GuidedObject;
 use semi_layout::Layout;
-use semi_tickets::{Construction, Store};
+use semi_tickets::{Construction, InitMethod, Store};
 use serde_json::{Map, Value};
 
 use crate::method::Init;
@@ -64,8 +64,8 @@ pub trait InitStage: Sync {
 impl Init {
     /// The stages of this init, in order (the registration: module docs).
     pub fn stages(self, options: &MethodOptions) -> Vec<&'static dyn InitStage> {
-        let tickets: &'static dyn InitStage = if options.colour_control {
-            &colour_control::ColourControl
+        let tickets: &'static dyn InitStage = if options.fill != InitMethod::SemI {
+            &controls::Control
         } else {
             &semi::Semi
         };

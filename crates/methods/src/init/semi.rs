@@ -63,8 +63,15 @@ pub(super) fn from_store(cx: &InitContext, state: &mut InitState, how: InitMetho
     m.insert("store_model".into(), f.model.clone().into());
     m.insert("rule".into(), options.rule.to_string().into());
     m.insert("recalibrate".into(), options.recalibrate.into());
-    if how == InitMethod::ColourMatchedControl {
-        m.insert("colour_control".into(), true.into());
+    match how {
+        InitMethod::SemI => {}
+        // The key sidecars have always had for this control.
+        InitMethod::ColourMatchedControl => {
+            m.insert("colour_control".into(), true.into());
+        }
+        other => {
+            m.insert("control".into(), other.name().into());
+        }
     }
     let uses: Vec<Value> = c
         .uses
