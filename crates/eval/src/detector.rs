@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use semi_toyworld::{DetectorConfig, RgbImage};
+use semi_toyworld::{DetectorConfig, Palette, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::coco::{CocoInstances, COCO_CATEGORIES};
@@ -64,19 +64,24 @@ impl<T: Detector + ?Sized> Detector for std::rc::Rc<T> {
     }
 }
 
-/// The toy world's exact colour detector (`semi_toyworld::detect`).
+/// The toy world's exact detector (`semi_toyworld::detect`): by colour, or by shape in the
+/// latent world.
 #[derive(Debug, Clone, Default)]
 pub struct ToyDetector {
-    /// `None`: defaults scaled to each image's size (`DetectorConfig::for_image`).
+    /// `None`: defaults scaled to each image's size (`DetectorConfig::for_image`) with
+    /// `palette`.
     pub config: Option<DetectorConfig>,
+    /// The world's colouring when `config` is `None`: `Shared` names objects by shape.
+    pub palette: Palette,
 }
 
 impl ToyDetector {
     /// Detect in an image already in memory.
     pub fn detect_image(&self, image: &RgbImage) -> Vec<Detection> {
-        let cfg = self
-            .config
-            .unwrap_or_else(|| DetectorConfig::for_image(image.width(), image.height()));
+        let cfg = self.config.unwrap_or_else(|| DetectorConfig {
+            palette: self.palette,
+            ..DetectorConfig::for_image(image.width(), image.height())
+        });
         semi_toyworld::detect(image, &cfg)
             .into_iter()
             .map(|d| Detection {
@@ -90,7 +95,10 @@ impl ToyDetector {
 
 impl Detector for ToyDetector {
     fn name(&self) -> String {
-        "toy-exact".to_string()
+        match self.config.map_or(self.palette, |c| c.palette) {
+            Palette::PerCategory => "toy-exact".to_string(),
+            Palette::Shared => "toy-shapes".to_string(),
+        }
     }
 
     fn detect(&self, request: &DetectRequest<'_>) -> Result<Vec<Detection>> {
@@ -395,6 +403,23 @@ mod tests {
                 bbox: [6.0, 4.0, 16.0, 12.0],
                 score: 1.0
             }]
+        );
+        // In the latent world the same pixels in the circle's colour are still a square.
+        let mut img = RgbImage::filled(32, 32, semi_toyworld::BACKGROUND);
+        for y in 4..12 {
+            for x in 6..16 {
+                img.put(x, y, semi_toyworld::Category::Circle.color());
+            }
+        }
+        let shapes = ToyDetector {
+            palette: Palette::Shared,
+            ..ToyDetector::default()
+        };
+        assert_eq!(shapes.name(), "toy-shapes");
+        assert_eq!(shapes.detect_image(&img)[0].category, "square");
+        assert_eq!(
+            ToyDetector::default().detect_image(&img)[0].category,
+            "circle"
         );
     }
 }

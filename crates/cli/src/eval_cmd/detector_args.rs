@@ -23,6 +23,8 @@ pub type DetectorFor = Box<dyn FnMut(&str) -> Result<Box<dyn Detector>>>;
 pub enum DetectorSpec {
     /// The toy world's exact colour detector (needs no files).
     Toy,
+    /// The latent toy world's exact detector, by shape (needs no files).
+    ToyShapes,
     /// Detections from any detector, one COCO results file per method: `<DIR>/<method>.json`
     /// (the folder here or in `--results`).
     CocoResults(Option<PathBuf>),
@@ -40,11 +42,12 @@ impl FromStr for DetectorSpec {
         };
         match (word, file) {
             ("toy", None) => Ok(DetectorSpec::Toy),
+            ("toy-shapes", None) => Ok(DetectorSpec::ToyShapes),
             ("coco-results", dir) => Ok(DetectorSpec::CocoResults(dir)),
             ("yolov8", Some(f)) => Ok(DetectorSpec::Yolo(f)),
             ("yolov8", None) => Err("yolov8 needs its weights: yolov8:FILE.safetensors".into()),
             _ => Err(format!(
-                "unknown detector {s:?} (toy, coco-results[:DIR] or yolov8:WEIGHTS)"
+                "unknown detector {s:?} (toy, toy-shapes, coco-results[:DIR] or yolov8:WEIGHTS)"
             )),
         }
     }
@@ -54,6 +57,7 @@ impl std::fmt::Display for DetectorSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DetectorSpec::Toy => write!(f, "toy"),
+            DetectorSpec::ToyShapes => write!(f, "toy-shapes"),
             DetectorSpec::CocoResults(None) => write!(f, "coco-results"),
             DetectorSpec::CocoResults(Some(d)) => write!(f, "coco-results:{}", d.display()),
             DetectorSpec::Yolo(w) => write!(f, "yolov8:{}", w.display()),
@@ -147,8 +151,9 @@ impl MetricArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DetectorArgs {
-    /// toy, coco-results[:DIR] (one <method>.json per method, from any detector) or
-    /// yolov8:WEIGHTS (YOLOv8 on candle; tools/convert_yolo.py makes the safetensors).
+    /// toy, toy-shapes (the latent toy world), coco-results[:DIR] (one <method>.json per method,
+    /// from any detector) or yolov8:WEIGHTS (YOLOv8 on candle; tools/convert_yolo.py makes the
+    /// safetensors).
     #[arg(long, default_value = "toy", value_name = "DETECTOR")]
     pub detector: DetectorSpec,
     /// Folder of COCO results files, `<method>.json` each (--detector coco-results).
@@ -196,7 +201,9 @@ impl DetectorArgs {
         let results_flags =
             self.results.is_some() || self.images.is_some() || self.categories.is_some();
         match &self.detector {
-            DetectorSpec::Toy | DetectorSpec::Yolo(_) if results_flags => {
+            DetectorSpec::Toy | DetectorSpec::ToyShapes | DetectorSpec::Yolo(_)
+                if results_flags =>
+            {
                 bail!("--results, --images and --categories go with --detector coco-results")
             }
             DetectorSpec::CocoResults(dir) => match (dir, &self.results) {
@@ -228,6 +235,13 @@ impl DetectorArgs {
         match &self.detector {
             DetectorSpec::Toy => Ok(Box::new(|_: &str| {
                 Ok(Box::new(ToyDetector::default()) as Box<dyn Detector>)
+            })),
+            DetectorSpec::ToyShapes => Ok(Box::new(|_: &str| {
+                let shapes = ToyDetector {
+                    palette: semi_toyworld::Palette::Shared,
+                    ..ToyDetector::default()
+                };
+                Ok(Box::new(shapes) as Box<dyn Detector>)
             })),
             DetectorSpec::Yolo(weights) => {
                 let device = self.detector_device.unwrap_or(device);
@@ -289,6 +303,7 @@ mod tests {
     fn detector_words() {
         let p = |s: &str| s.parse::<DetectorSpec>();
         assert_eq!(p("toy"), Ok(DetectorSpec::Toy));
+        assert_eq!(p("toy-shapes"), Ok(DetectorSpec::ToyShapes));
         assert_eq!(p("coco-results"), Ok(DetectorSpec::CocoResults(None)));
         assert_eq!(
             p("coco-results:out/det"),

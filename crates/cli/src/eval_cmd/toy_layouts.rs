@@ -7,18 +7,31 @@
 //! Objects have distinct categories and never overlap; box sides are drawn uniformly from
 //! `--min-size..=--max-size` (default the training distribution, 8-20 px at 32 x 32), which
 //! populates all three size buckets of the metrics (they are relative to the image area:
-//! small < 8.6%, large > 34.3%). Deterministic per seed.
+//! small < 8.6%, large > 34.3%). Deterministic per seed. `--world latent` draws from the latent
+//! world instead (`WorldConfig::latent`: 64 x 64, 16-40 px; issue 22).
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use semi_layout::{BBox, Layout, LayoutObject};
 use semi_toyworld::{Scene, WorldConfig};
 
+/// Which toy world the layouts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum World {
+    /// One colour per shape (the embedded toy model's world).
+    First,
+    /// Any shape in any colour, 64 x 64 (the latent toy world).
+    Latent,
+}
+
 #[derive(Args, Debug)]
 pub struct ToyLayoutsArgs {
+    /// The toy world.
+    #[arg(long, value_enum, default_value_t = World::First)]
+    pub world: World,
     /// Number of layouts.
     #[arg(long, default_value_t = 500)]
     pub n: usize,
@@ -28,9 +41,9 @@ pub struct ToyLayoutsArgs {
     /// Seed of the scene generator.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Image size in pixels (the toy model's is 32).
-    #[arg(long, default_value_t = 32)]
-    pub size: u32,
+    /// Image size in pixels [default: the world's: 32, or 64 for the latent world].
+    #[arg(long)]
+    pub size: Option<u32>,
     /// Smallest box side in pixels [default: the world's, scaled to --size].
     #[arg(long)]
     pub min_size: Option<u32>,
@@ -50,7 +63,14 @@ pub struct ToyLayoutsArgs {
 
 /// The world the layouts are drawn from.
 fn world(a: &ToyLayoutsArgs) -> Result<WorldConfig> {
-    let base = WorldConfig::with_size(a.size);
+    let base = match (a.world, a.size) {
+        (World::First, size) => WorldConfig::with_size(size.unwrap_or(32)),
+        (World::Latent, None) => WorldConfig::latent(),
+        (World::Latent, Some(size)) => WorldConfig {
+            size,
+            ..WorldConfig::latent()
+        },
+    };
     let cfg = WorldConfig {
         min_objects: a.objects,
         max_objects: a.objects,
