@@ -76,6 +76,14 @@ pub struct ToyDetector {
 }
 
 impl ToyDetector {
+    /// The latent world's detector: objects named by shape.
+    pub fn shapes() -> Self {
+        ToyDetector {
+            config: None,
+            palette: Palette::Shared,
+        }
+    }
+
     /// Detect in an image already in memory.
     pub fn detect_image(&self, image: &RgbImage) -> Vec<Detection> {
         let cfg = self.config.unwrap_or_else(|| DetectorConfig {
@@ -411,10 +419,7 @@ mod tests {
                 img.put(x, y, semi_toyworld::Category::Circle.color());
             }
         }
-        let shapes = ToyDetector {
-            palette: Palette::Shared,
-            ..ToyDetector::default()
-        };
+        let shapes = ToyDetector::shapes();
         assert_eq!(shapes.name(), "toy-shapes");
         assert_eq!(shapes.detect_image(&img)[0].category, "square");
         assert_eq!(

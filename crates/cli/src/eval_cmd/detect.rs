@@ -137,13 +137,7 @@ pub fn run(a: &DetectArgs) -> Result<()> {
             (Box::new(y), Some(map))
         }
         DetectorSpec::Toy => (Box::new(ToyDetector::default()), None),
-        DetectorSpec::ToyShapes => {
-            let shapes = ToyDetector {
-                palette: semi_toyworld::Palette::Shared,
-                ..ToyDetector::default()
-            };
-            (Box::new(shapes), None)
-        }
+        DetectorSpec::ToyShapes => (Box::new(ToyDetector::shapes()), None),
         DetectorSpec::CocoResults(_) => {
             bail!("--detector coco-results has its detections already: nothing to detect")
         }

@@ -237,11 +237,7 @@ impl DetectorArgs {
                 Ok(Box::new(ToyDetector::default()) as Box<dyn Detector>)
             })),
             DetectorSpec::ToyShapes => Ok(Box::new(|_: &str| {
-                let shapes = ToyDetector {
-                    palette: semi_toyworld::Palette::Shared,
-                    ..ToyDetector::default()
-                };
-                Ok(Box::new(shapes) as Box<dyn Detector>)
+                Ok(Box::new(ToyDetector::shapes()) as Box<dyn Detector>)
             })),
             DetectorSpec::Yolo(weights) => {
                 let device = self.detector_device.unwrap_or(device);
