@@ -45,6 +45,9 @@ def parse_args():
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--kl", type=float, default=1e-6)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--decay-from", type=int, metavar="STEP",
+                    help="from this step on, decay the learning rate linearly to 10%% of --lr at --steps "
+                         "(may be set on resume)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--ckpt-minutes", type=float, default=5.0)
     ap.add_argument("--export", help="write the diffusers VAE folder here and exit")
@@ -117,6 +120,11 @@ def main():
     t_save, t0, acc, n = time.time(), time.time(), 0.0, 0
     model.train()
     while step < args.steps:
+        lr = args.lr
+        if args.decay_from is not None and step >= args.decay_from:
+            lr *= 1.0 - 0.9 * (step - args.decay_from) / max(1, args.steps - args.decay_from)
+        for group in opt.param_groups:
+            group["lr"] = lr
         x = to_unit(data[torch.randint(0, data.shape[0], (args.batch,), generator=g)])
         post = model.encode(x).latent_dist
         z = post.sample(generator=g)
@@ -129,7 +137,7 @@ def main():
         step += 1
         acc, n = acc + loss.item(), n + 1
         if step % 50 == 0:
-            w.writerow([step, f"{acc / n:.6f}", f"{(time.time() - t0) / n:.3f}"])
+            w.writerow([step, f"{acc / n:.6f}", f"{(time.time() - t0) / n:.3f}", f"{lr:.2e}"])
             log.flush()
             print(f"step {step}: loss {acc / n:.6f}, {(time.time() - t0) / n:.2f} s/step", flush=True)
             t0, acc, n = time.time(), 0.0, 0
