@@ -155,7 +155,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--guidance", default="1,2,4", help="comma-separated guidance scales")
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the captions (and of the noise, unless --noise-seed)")
+    ap.add_argument("--noise-seed", type=int, default=None,
+                    help="seed of the noise: the same captions with another noise set [default: --seed]")
     ap.add_argument("--eta", type=float, default=0.0,
                     help="DDIM eta: 0 deterministic (default), 1 ancestral (fresh noise at every step)")
     ap.add_argument("--eta-range", metavar="LO,HI",
@@ -180,15 +182,17 @@ def main() -> None:
             raise SystemExit("the samplers disagree")
     captions = random_captions(args.n, args.seed, args.max_objects)
     size = unet.config.sample_size
-    noise = torch.randn((args.n, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(args.seed))
+    noise_seed = args.seed if args.noise_seed is None else args.noise_seed
+    noise = torch.randn((args.n, unet.config.in_channels, size, size), generator=torch.Generator().manual_seed(noise_seed))
     eta_range = parse_range("--eta-range", args.eta_range)
     guidance_range = parse_range("--guidance-range", args.guidance_range)
     summary = {"model_dir": args.model_dir, "n": args.n, "steps": args.steps, "eta": args.eta,
-               "eta_range": eta_range, "guidance_range": guidance_range, "seed": args.seed, "results": {}}
+               "eta_range": eta_range, "guidance_range": guidance_range, "seed": args.seed,
+               "noise_seed": noise_seed, "results": {}}
     for g in [float(s) for s in args.guidance.split(",")]:
         folder = os.path.join(args.out, f"g{g:g}")
         os.makedirs(folder, exist_ok=True)
-        step_noise = torch.Generator().manual_seed(args.seed + 1)
+        step_noise = torch.Generator().manual_seed(noise_seed + 1)
         x = generate(tok, text, unet, sched, captions, noise, g, args.steps, args.eta, step_noise,
                      eta_range, guidance_range)
         if vae is not None:

@@ -10,8 +10,14 @@
 //! the map's peak cell lies in the box. Control: the same statistics with the map of another
 //! noise (`i + 1`) probed with the same caption: what the box position alone explains.
 //!
+//! `--each-layer` scores every cross-attention layer of the UNet from the same images (one probe
+//! per layer, one generation per scene); `--world latent` draws the scenes of the latent toy world
+//! (shared palette) and finds objects by shape.
+//!
 //! ```sh
 //! cargo run --release -p semi-cli --example hypothesis -- --n 300 --out hyp.json
+//! cargo run --release -p semi-cli --example hypothesis -- --model models/toy-latent \
+//!     --world latent --each-layer --n 200
 //! ```
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +25,7 @@ use candle_core::{DType, Device};
 use clap::Parser;
 use semi_diffusion::loading::Variant;
 use semi_diffusion::pipeline::{GenerateRequest, StableDiffusion};
+use semi_diffusion::AttentionKind;
 use semi_tickets::{LayerChoice, ProbeOptions, SdProber};
 use semi_toyworld::detect::{detect, DetectorConfig};
 use semi_toyworld::image::RgbImage;
@@ -46,6 +53,12 @@ struct Args {
     /// Seed of the scenes; noise i is randn(seed + i).
     #[arg(long, default_value_t = 1000)]
     seed: u64,
+    /// Score every cross-attention layer of the UNet, one at a time (overrides --layers).
+    #[arg(long)]
+    each_layer: bool,
+    /// The toy world of the scenes: `pixel` (the first world, the default) or `latent`.
+    #[arg(long, default_value = "pixel")]
+    world: String,
     /// Also write the per-object records as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -108,6 +121,7 @@ fn score(map: &[f32], grid: [usize; 2], cell_px: [f32; 2], bbox: [f32; 4]) -> Op
 }
 
 struct Record {
+    layer: String,
     scene: u64,
     caption: String,
     category: String,
@@ -133,23 +147,50 @@ fn main() -> Result<()> {
     let size = sd.default_size().context("the model has no sample_size")?.0;
     let mut opts = ProbeOptions::new(size, size);
     opts.steps = args.steps;
-    opts.layers = LayerChoice::parse(&args.layers)?;
-    let mut prober = SdProber::new(&sd, "hypothesis".into(), &opts)?;
-    let grid = prober.plan().grid;
+    let choices: Vec<LayerChoice> = if args.each_layer {
+        sd.unet
+            .attention_layers()
+            .iter()
+            .filter(|l| l.kind == AttentionKind::CrossAttention)
+            .map(|l| LayerChoice::Paths(vec![l.path.clone()]))
+            .collect()
+    } else {
+        vec![LayerChoice::parse(&args.layers)?]
+    };
+    let mut probers = Vec::new();
+    for choice in choices {
+        opts.layers = choice;
+        let prober = SdProber::new(&sd, "hypothesis".into(), &opts)?;
+        let grid = prober.plan().grid;
+        eprintln!(
+            "probe layers {:?}, grid {}x{}, t = {}",
+            prober.plan().layers,
+            grid[0],
+            grid[1],
+            prober.timestep()
+        );
+        probers.push(prober);
+    }
     let latent = sd.latent_shape(size, size);
-    eprintln!(
-        "probe layers {:?}, grid {}x{}, t = {}",
-        prober.plan().layers,
-        grid[0],
-        grid[1],
-        prober.timestep()
-    );
-    let cell_px = [size as f32 / grid[1] as f32, size as f32 / grid[0] as f32];
+    let base = match args.world.as_str() {
+        "pixel" => WorldConfig::with_size(size as u32),
+        "latent" => WorldConfig::latent(),
+        w => bail!("--world {w}: expected pixel or latent"),
+    };
+    if base.size as usize != size {
+        bail!(
+            "the {} world draws {}x{} scenes and the model makes {size}x{size}",
+            args.world,
+            base.size,
+            base.size
+        );
+    }
     let world = WorldConfig {
         min_objects: args.objects,
         max_objects: args.objects,
-        ..WorldConfig::with_size(size as u32)
+        ..base
     };
+    let detector = DetectorConfig::for_world(&world);
     let noise = |i: u64| semi_diffusion::noise::randn(args.seed + i, &latent, &Device::Cpu);
     let (mut records, mut missing, mut total) = (Vec::new(), 0usize, 0usize);
     for i in 0..args.n {
@@ -158,8 +199,12 @@ fn main() -> Result<()> {
         let ids = sd.tokenizer().encode(&prompt)?;
         let z = noise(i)?;
         let z_other = noise((i + 1) % args.n)?;
-        let maps = prober.attention_maps(&z, std::slice::from_ref(&prompt))?;
-        let other = prober.attention_maps(&z_other, std::slice::from_ref(&prompt))?;
+        let mut maps = Vec::new();
+        for prober in &mut probers {
+            let real = prober.attention_maps(&z, std::slice::from_ref(&prompt))?;
+            let other = prober.attention_maps(&z_other, std::slice::from_ref(&prompt))?;
+            maps.push((real, other));
+        }
         let mut req = GenerateRequest::new(prompt.clone(), size, size);
         req.steps = args.steps;
         req.guidance_scale = args.guidance;
@@ -168,7 +213,7 @@ fn main() -> Result<()> {
         let out = sd.generate(&req, None, &mut |_| Ok(()))?;
         let (w, h, rgb) = semi_diffusion::image::to_rgb8(&out.image)?;
         let image = RgbImage::from_raw(w, h, rgb)?;
-        let found = detect(&image, &DetectorConfig::for_image(w, h));
+        let found = detect(&image, &detector);
         for (category, _) in &scene.groups {
             total += 1;
             let Some(det) = found
@@ -192,19 +237,24 @@ fn main() -> Result<()> {
                 Ok(v)
             };
             let bbox = det.bbox_xyxy();
-            let (Some(real), Some(control)) = (
-                score(&column(&maps[0])?, grid, cell_px, bbox),
-                score(&column(&other[0])?, grid, cell_px, bbox),
-            ) else {
-                continue;
-            };
-            records.push(Record {
-                scene: i,
-                caption: prompt.clone(),
-                category: category.name().to_string(),
-                real,
-                control,
-            });
+            for (prober, (real, other)) in probers.iter().zip(&maps) {
+                let grid = prober.plan().grid;
+                let cell_px = [size as f32 / grid[1] as f32, size as f32 / grid[0] as f32];
+                let (Some(real), Some(control)) = (
+                    score(&column(&real[0])?, grid, cell_px, bbox),
+                    score(&column(&other[0])?, grid, cell_px, bbox),
+                ) else {
+                    continue;
+                };
+                records.push(Record {
+                    layer: prober.plan().layers.join(","),
+                    scene: i,
+                    caption: prompt.clone(),
+                    category: category.name().to_string(),
+                    real,
+                    control,
+                });
+            }
         }
         if (i + 1) % 50 == 0 {
             eprintln!("{} / {} scenes", i + 1, args.n);
@@ -214,40 +264,47 @@ fn main() -> Result<()> {
         bail!("no object was found in any image");
     }
     println!(
-        "{} scenes of {} objects, probe {:?} (grid {}x{}), DDIM {} steps, guidance {}",
-        args.n,
-        args.objects,
-        prober.plan().layers,
-        grid[0],
-        grid[1],
-        args.steps,
-        args.guidance
+        "{} scenes of {} objects ({} world), DDIM {} steps, guidance {}",
+        args.n, args.objects, args.world, args.steps, args.guidance
     );
     println!(
-        "objects requested {total}, found {} ({} missing), scored {}\n",
+        "objects requested {total}, found {} ({} missing)\n",
         total - missing,
-        missing,
-        records.len()
+        missing
     );
     println!(
-        "| map | inside - outside (mean ± s.e.) | AUC (mean ± s.e.) | peak cell inside the box |"
+        "| probe layer (grid) | map | objects scored | inside - outside (mean ± s.e.) | AUC (mean ± s.e.) | peak cell inside the box |"
     );
-    println!("|---|---|---|---|");
-    for (name, pick) in [
-        (
-            "this noise (real)",
-            (|r: &Record| r.real) as fn(&Record) -> BoxScore,
-        ),
-        ("another noise (control)", |r: &Record| r.control),
-    ] {
-        let s: Vec<BoxScore> = records.iter().map(pick).collect();
-        let (d, de) = mean_se(&s.iter().map(|x| x.inside_minus_outside).collect::<Vec<_>>());
-        let (a, ae) = mean_se(&s.iter().map(|x| x.auc).collect::<Vec<_>>());
-        let hit = s.iter().filter(|x| x.peak_inside).count() as f64 / s.len() as f64;
-        println!(
-            "| {name} | {d:.4} ± {de:.4} | {a:.4} ± {ae:.4} | {:.1}% |",
-            100.0 * hit
-        );
+    println!("|---|---|---|---|---|---|");
+    for prober in &probers {
+        let layer = prober.plan().layers.join(",");
+        let grid = prober.plan().grid;
+        let of_layer: Vec<&Record> = records.iter().filter(|r| r.layer == layer).collect();
+        if of_layer.is_empty() {
+            continue;
+        }
+        for (name, pick) in [
+            (
+                "this noise (real)",
+                (|r: &Record| r.real) as fn(&Record) -> BoxScore,
+            ),
+            ("another noise (control)", |r: &Record| r.control),
+        ] {
+            let s: Vec<BoxScore> = of_layer.iter().map(|r| pick(r)).collect();
+            let (d, de) = mean_se(&s.iter().map(|x| x.inside_minus_outside).collect::<Vec<_>>());
+            let (a, ae) = mean_se(&s.iter().map(|x| x.auc).collect::<Vec<_>>());
+            let hit = s.iter().filter(|x| x.peak_inside).count() as f64 / s.len() as f64;
+            let head = if name.starts_with("this") {
+                format!("`{layer}` ({}x{})", grid[0], grid[1])
+            } else {
+                String::new()
+            };
+            println!(
+                "| {head} | {name} | {} | {d:.4} ± {de:.4} | {a:.4} ± {ae:.4} | {:.1}% |",
+                s.len(),
+                100.0 * hit
+            );
+        }
     }
     if let Some(path) = &args.out {
         let box_json = |b: &BoxScore| {
@@ -257,7 +314,7 @@ fn main() -> Result<()> {
         let json: Vec<serde_json::Value> = records
             .iter()
             .map(|r| {
-                serde_json::json!({"scene": r.scene, "caption": r.caption, "category": r.category,
+                serde_json::json!({"layer": r.layer, "scene": r.scene, "caption": r.caption, "category": r.category,
                                    "real": box_json(&r.real), "control": box_json(&r.control)})
             })
             .collect();

@@ -2,14 +2,28 @@
 //! generation of "a circle" gives what the exact detector calls one circle for most seeds.
 //! This checks the trained weights (and the runtime on them), not just that something runs.
 //! The same for `models/toy-count`, the checkpoint fine-tuned to count: two-object captions
-//! with the ancestral sampler it was measured with (models/toy-count/README.md).
+//! with the ancestral sampler it was measured with (models/toy-count/README.md). And for the
+//! built-in latent model (`--model toy-latent`), whose 64x64 images come through its VAE and
+//! whose objects are found by shape, since colour says nothing about the category there.
 
-use semi_toyworld::{caption_matches, detect, parse_caption, DetectorConfig, RgbImage};
+use semi_toyworld::{
+    caption_matches, detect, parse_caption, DetectorConfig, RgbImage, WorldConfig,
+};
 use std::process::Command;
 
 /// Generates `caption` once per seed with `semi generate ARGS` and returns the seeds whose
 /// image the exact detector finds to match the caption.
 fn matching_seeds(caption: &str, seeds: std::ops::Range<u64>, args: &[&str]) -> Vec<u64> {
+    matching_seeds_in(caption, seeds, args, None)
+}
+
+/// [`matching_seeds`] with the detector of `world` (None: the first world's, sized to the image).
+fn matching_seeds_in(
+    caption: &str,
+    seeds: std::ops::Range<u64>,
+    args: &[&str],
+    world: Option<&WorldConfig>,
+) -> Vec<u64> {
     let tmp = tempfile::tempdir().unwrap();
     let want = parse_caption(caption).unwrap();
     let mut matched = Vec::new();
@@ -29,7 +43,11 @@ fn matching_seeds(caption: &str, seeds: std::ops::Range<u64>, args: &[&str]) -> 
             String::from_utf8_lossy(&status.stderr)
         );
         let img = RgbImage::load_png(&out).unwrap();
-        let dets = detect(&img, &DetectorConfig::for_image(img.width(), img.height()));
+        let config = match world {
+            Some(w) => DetectorConfig::for_world(w),
+            None => DetectorConfig::for_image(img.width(), img.height()),
+        };
+        let dets = detect(&img, &config);
         if caption_matches(&dets, &want) {
             matched.push(seed);
         }
@@ -76,5 +94,24 @@ fn counting_toy_model_draws_two_objects_once_each() {
     assert!(
         matched >= 12,
         "only {matched} of 16 images matched their caption"
+    );
+}
+
+#[test]
+fn latent_toy_model_draws_the_requested_shapes() {
+    let world = WorldConfig::latent();
+    let args = ["--model", "toy-latent"];
+    let mut matched = 0;
+    for shape in ["circle", "square", "triangle", "ring", "diamond", "cross"] {
+        let caption = format!("a {shape}");
+        matched += matching_seeds_in(&caption, 0..3, &args, Some(&world)).len();
+    }
+    // With the model's own settings (models/toy-latent/semi.json). The shipped model is
+    // undertrained: 64% of one-object captions come out exact (models/toy-latent/README.md),
+    // 11 of these 18 images. A model or runtime that loses the prompt draws the asked shape
+    // alone about one time in six, and a VAE path that garbles the shapes matches none.
+    assert!(
+        matched >= 8,
+        "only {matched} of 18 images matched their caption"
     );
 }

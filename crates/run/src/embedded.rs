@@ -1,10 +1,10 @@
-//! The embedded default model: the toy text-to-image model of `models/toy`, compiled into the
-//! binary so `semi generate` works on a fresh machine with no download and from any folder; and
-//! the standard configs and CLIP tokenizer of `models/standard`, which a lone single-file
-//! checkpoint needs.
+//! The built-in models: the toy text-to-image model of `models/toy` (the default) and the latent
+//! toy model of `models/toy-latent`, compiled into the binary so `semi generate` works on a fresh
+//! machine with no download and from any folder; and the standard configs and CLIP tokenizer of
+//! `models/standard`, which a lone single-file checkpoint needs.
 //!
 //! The runtime loads diffusers folders, so on first use the files are written once to
-//! `<cache>/models/toy-<digest>` (the cache of `semi_tickets::cache::cache_dir`, else the
+//! `<cache>/models/<name>-<digest>` (the cache of `semi_tickets::cache::cache_dir`, else the
 //! system's temporary folder); the digest covers every embedded byte, so a new build never
 //! reads an old copy. The folder appears whole or not at all (written aside, then renamed).
 
@@ -15,17 +15,22 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 static TOY: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../models/toy");
+static TOY_LATENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../../models/toy-latent");
 
-/// The `--model` value that names the embedded model (also the default).
+/// The `--model` value that names the embedded default model.
 pub const TOY_MODEL: &str = "toy";
 
-/// Resolves a `--model` argument: `toy` is the embedded model, anything else a diffusers folder
-/// or a Hugging Face repo id in the local cache. Also says whether it is the embedded model.
+/// The built-in models by `--model` name. Both are toy-world models: their categories are the
+/// toy world's shapes. Adding one is a folder under `models/` and a row here.
+static BUILT_IN: [(&str, &Dir<'static>); 2] = [(TOY_MODEL, &TOY), ("toy-latent", &TOY_LATENT)];
+
+/// Resolves a `--model` argument: `toy` and `toy-latent` are the built-in models (unless a
+/// folder of that name exists here), anything else a diffusers folder or a Hugging Face repo id
+/// in the local cache. Also says whether it is a built-in toy-world model.
 pub fn resolve_model_arg(spec: &str) -> Result<(PathBuf, bool)> {
-    if spec == TOY_MODEL && !Path::new(spec).is_dir() {
-        Ok((toy_model_dir()?, true))
-    } else {
-        Ok((resolve_model(spec)?, false))
+    match BUILT_IN.iter().find(|(name, _)| *name == spec) {
+        Some((name, dir)) if !Path::new(spec).is_dir() => Ok((built_in_dir(name, dir)?, true)),
+        _ => Ok((resolve_model(spec)?, false)),
     }
 }
 
@@ -38,15 +43,15 @@ fn files(dir: &'static Dir<'static>, out: &mut Vec<&'static include_dir::File<'s
     }
 }
 
-/// The folder holding the embedded model's files, written on first use.
-pub fn toy_model_dir() -> Result<PathBuf> {
+/// The folder holding a built-in model's files, written on first use.
+fn built_in_dir(name: &str, dir: &'static Dir<'static>) -> Result<PathBuf> {
     let mut all = Vec::new();
-    files(&TOY, &mut all);
+    files(dir, &mut all);
     let entries = all
         .iter()
         .map(|f| (f.path().to_path_buf(), f.contents()))
         .collect();
-    unpack("toy", entries)
+    unpack(name, entries)
 }
 
 /// The standard configs and tokenizers of the published checkpoints (tools/make_standard_configs.py).

@@ -270,8 +270,9 @@ pub fn device(name: &str) -> Result<Device> {
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct ModelArgs {
     /// A diffusers folder, a Hugging Face repo id (owner/name) already in the local HF cache, a
-    /// single-file checkpoint (`.safetensors` of SD 1.x, 2.x or XL), or `toy`: the embedded toy
-    /// model (models/toy), which needs no download.
+    /// single-file checkpoint (`.safetensors` of SD 1.x, 2.x or XL), or a built-in model, which
+    /// needs no download: `toy` (models/toy, pixel space) or `toy-latent` (models/toy-latent,
+    /// with a VAE; colour does not give the category away).
     #[arg(long, default_value = crate::embedded::TOY_MODEL)]
     pub model: String,
     /// For a single-file --model: a diffusers folder or cached repo id whose configs and
