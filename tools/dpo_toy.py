@@ -24,6 +24,11 @@ plus, with --sft-weight, the plain v loss of the winners. It writes RUN/latest.p
 --ckpt-minutes and at the end (run the same command again to continue) and RUN/log.csv (step, loss,
 implicit accuracy: the share of pairs with d < 0). `export` writes the fine-tuned UNet (float16)
 with MODEL's text encoder, tokenizer and scheduler as a new diffusers folder.
+
+A model with a `vae` (the latent world, issue 22; pass `--max-objects 2`) is judged on its decoded
+images by the shape detector, and the pairs hold the sampler's final latents, so the DPO loss is
+taken in the latent space the UNet was trained in (as diffusers' DPO example does with SD's VAE
+latents). The decoded PNGs stay beside them for inspection.
 """
 
 from __future__ import annotations
@@ -50,13 +55,13 @@ import train_toy  # noqa: E402
 
 def sample_pairs(args) -> None:
     torch.set_num_threads(args.threads)
-    tok, text, unet, sched = eval_toy.load(args.model_dir)
+    tok, text, unet, sched, vae = eval_toy.load(args.model_dir)
     captions = eval_toy.random_captions(args.n, args.seed, args.max_objects)
     size = unet.config.sample_size
     noise_gen = torch.Generator().manual_seed(args.seed)
     step_gen = torch.Generator().manual_seed(args.seed + 1)
     records = []
-    images = []
+    images = []  # what the loss is taken on: u8 images, or the latents of a model with a VAE
     for b in range(0, args.n, args.batch):
         folder = os.path.join(args.out, "samples", f"b{b // args.batch:03}")
         caps = captions[b : b + args.batch]
@@ -64,19 +69,32 @@ def sample_pairs(args) -> None:
         done = os.path.join(folder, "detections.jsonl")
         if not os.path.exists(done):  # resumable: a finished batch is not sampled again
             os.makedirs(folder, exist_ok=True)
-            out = eval_toy.to_u8(eval_toy.generate(tok, text, unet, sched, caps, noise, args.guidance, args.steps,
-                                                   args.eta, step_gen))
+            x = eval_toy.generate(tok, text, unet, sched, caps, noise, args.guidance, args.steps, args.eta, step_gen)
+            if vae is not None:
+                from safetensors.torch import save_file
+
+                save_file({"latents": x.contiguous()}, os.path.join(folder, "latents.safetensors"))
+                with torch.no_grad():
+                    x = vae.decode(x / vae.config.scaling_factor).sample
+            out = eval_toy.to_u8(x)
             with open(os.path.join(folder, "captions.jsonl"), "w") as f:
                 for i, (img, cap) in enumerate(zip(out, caps)):
                     Image.fromarray(img).save(os.path.join(folder, f"{i:04}.png"))
                     f.write(json.dumps({"file": f"{i:04}.png", "caption": cap}) + "\n")
-            recs = eval_toy.detect_dir(folder)
+            recs = eval_toy.detect_dir(folder, shapes=vae is not None)
             with open(done + ".tmp", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in recs)
             os.replace(done + ".tmp", done)
+        if vae is not None:
+            from safetensors.torch import load_file
+
+            lat = load_file(os.path.join(folder, "latents.safetensors"))["latents"]
         for r in (json.loads(line) for line in open(done)):
             records.append(r)
-            images.append(np.asarray(Image.open(os.path.join(folder, r["file"])).convert("RGB")))
+            if vae is not None:
+                images.append(lat[int(os.path.splitext(r["file"])[0])].numpy())
+            else:
+                images.append(np.asarray(Image.open(os.path.join(folder, r["file"])).convert("RGB")))
         ok = sum(r["match"] for r in records)
         print(f"{len(records)} samples, {ok} match their caption ({ok / len(records):.0%})", flush=True)
 
@@ -103,7 +121,7 @@ def sample_pairs(args) -> None:
     os.replace(path + ".tmp", path)
     with open(os.path.join(args.out, "pairs.json"), "w") as f:
         json.dump({"model_dir": args.model_dir, "n": args.n, "seed": args.seed, "steps": args.steps, "eta": args.eta,
-                   "guidance": args.guidance, "captions": caps}, f)
+                   "guidance": args.guidance, "space": "latent" if vae is not None else "pixel", "captions": caps}, f)
     losers = sum(not r["match"] for r in records)
     print(f"{len(caps)} pairs from {losers} mismatches ({len(set(caps))} captions) -> {path}", flush=True)
 
@@ -113,14 +131,17 @@ def train(args) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    tok, text, unet, _ = eval_toy.load(args.model_dir)
+    tok, text, unet, _, _ = eval_toy.load(args.model_dir)
     ref = copy.deepcopy(unet).eval()  # the frozen reference: the starting weights
     for p in list(text.parameters()) + list(ref.parameters()):
         p.requires_grad_(False)
     pairs = load_file(os.path.join(args.pairs, "pairs.safetensors"))
     meta = json.load(open(os.path.join(args.pairs, "pairs.json")))
-    to_x = lambda u8: u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731
-    xw, xl = to_x(pairs["winners"]), to_x(pairs["losers"])
+    if meta.get("space") == "latent":  # already the UNet's x0
+        xw, xl = pairs["winners"].float(), pairs["losers"].float()
+    else:
+        to_x = lambda u8: u8.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # noqa: E731
+        xw, xl = to_x(pairs["winners"]), to_x(pairs["losers"])
     unique = sorted(set(meta["captions"]))
     with torch.no_grad():
         ids = tok(unique, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids

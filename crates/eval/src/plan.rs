@@ -292,7 +292,8 @@ impl Plan {
 }
 
 /// Read an image list written by [`Plan::coco_images_json`] (or any COCO file with an
-/// `images` list whose file names are `<sample id>.png`) as sample id -> image id.
+/// `images` list whose file names are `<sample id>.<ext>`, e.g. COCO's own `.jpg` names) as
+/// sample id -> image id. The extension is dropped, so generated PNGs match JPEG names.
 pub fn read_image_ids(path: impl AsRef<Path>) -> Result<BTreeMap<String, i64>> {
     let path = path.as_ref();
     let text =
@@ -305,9 +306,11 @@ pub fn read_image_ids(path: impl AsRef<Path>) -> Result<BTreeMap<String, i64>> {
     })?;
     let mut out = BTreeMap::new();
     for (k, im) in list.images.iter().enumerate() {
-        let stem = im.file_name.rsplit('/').next().unwrap_or_default();
-        let id = stem.strip_suffix(".png").unwrap_or(stem);
-        if out.insert(id.to_string(), im.id).is_some() {
+        let id = Path::new(&im.file_name)
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy();
+        if out.insert(id.into_owned(), im.id).is_some() {
             bail!(
                 "{}: images[{k}]: file name {:?} appears twice",
                 path.display(),
@@ -373,6 +376,14 @@ mod tests {
             assert_eq!(read_image_ids(&path).unwrap(), plan.image_ids());
         }
         assert!(q.coco_images_json().contains("\"file_name\": \"139.png\""));
+        // COCO's own file names (JPEG, in a folder) name the same samples.
+        let path = dir.path().join("coco.json");
+        std::fs::write(
+            &path,
+            r#"{"images": [{"id": 139, "file_name": "val2017/000000000139.jpg", "width": 640, "height": 426}]}"#,
+        )
+        .unwrap();
+        assert_eq!(read_image_ids(&path).unwrap()["000000000139"], 139);
     }
 
     #[test]
