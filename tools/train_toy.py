@@ -74,7 +74,9 @@ def parse_args():
                     help="UNet transformer_layers_per_block, one value or one per down block (e.g. 1,1,3: three "
                          "transformer layers at 8x8, in the mid block and the first up block)")
     ap.add_argument("--init-from", metavar="CKPT",
-                    help="start a new run directory from another run's checkpoint (its weights, EMA and step); "
+                    help="start a new run directory from another run's checkpoint (its weights, EMA and step), "
+                         "or from an exported diffusers folder such as models/toy-latent (its EMA weights "
+                         "as both weights and EMA, the step from its training_state.json); "
                          "transformer layers this run adds are initialised as identities (zero output "
                          "projections), the optimizer starts afresh with a new warm-up")
     ap.add_argument("--seed", type=int, default=0)
@@ -220,6 +222,22 @@ def load_grown(model, state: dict) -> list[str]:
     return new
 
 
+def load_init(path: str) -> dict:
+    """The weights to start a run from: a checkpoint of this script, or an exported diffusers
+    folder (float32 copies of its EMA weights, which serve as both weights and EMA). The folder
+    form lets a run go on from what is committed when the checkpoints are gone."""
+    if not os.path.isdir(path):
+        return torch.load(path, weights_only=False)
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    unet = UNet2DConditionModel.from_pretrained(os.path.join(path, "unet"), torch_dtype=torch.float32).state_dict()
+    text = CLIPTextModel.from_pretrained(os.path.join(path, "text_encoder"), torch_dtype=torch.float32).state_dict()
+    with open(os.path.join(path, "training_state.json")) as f:
+        step = json.load(f)["step"]
+    return dict(unet=unet, ema_unet=unet, text=text, ema_text=text, step=step)
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -240,7 +258,8 @@ def train(args) -> None:
     else:
         if args.init_from:
             # The same token ids as the run the weights come from.
-            shutil.copytree(os.path.join(os.path.dirname(os.path.abspath(args.init_from)), "tokenizer"), tok_dir)
+            src = args.init_from if os.path.isdir(args.init_from) else os.path.dirname(os.path.abspath(args.init_from))
+            shutil.copytree(os.path.join(src, "tokenizer"), tok_dir)
         else:
             toy_tokenizer.build(args.clip_dir or _default_clip_dir(), tok_dir)
         with open(cfg_path, "w") as f:
@@ -267,7 +286,7 @@ def train(args) -> None:
     step = 0
     warm_from = 0  # the step the learning-rate warm-up counts from
     if not resume and args.init_from:
-        ck = torch.load(args.init_from, weights_only=False)
+        ck = load_init(args.init_from)
         new = load_grown(unet, ck["unet"])
         load_grown(ema_unet, ck["ema_unet"])
         text.load_state_dict(ck["text"])
