@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import eval_toy  # noqa: E402
@@ -71,8 +72,6 @@ def sample_pairs(args) -> None:
             os.makedirs(folder, exist_ok=True)
             x = eval_toy.generate(tok, text, unet, sched, caps, noise, args.guidance, args.steps, args.eta, step_gen)
             if vae is not None:
-                from safetensors.torch import save_file
-
                 save_file({"latents": x.contiguous()}, os.path.join(folder, "latents.safetensors"))
                 with torch.no_grad():
                     x = vae.decode(x / vae.config.scaling_factor).sample
@@ -86,8 +85,6 @@ def sample_pairs(args) -> None:
                 f.writelines(json.dumps(r) + "\n" for r in recs)
             os.replace(done + ".tmp", done)
         if vae is not None:
-            from safetensors.torch import load_file
-
             lat = load_file(os.path.join(folder, "latents.safetensors"))["latents"]
         for r in (json.loads(line) for line in open(done)):
             records.append(r)
@@ -114,8 +111,6 @@ def sample_pairs(args) -> None:
             caps.append(r["caption"])
     if not caps:
         raise SystemExit("no pairs: every sample matched its caption, or no mismatch has a matching sample")
-    from safetensors.torch import save_file
-
     path = os.path.join(args.out, "pairs.safetensors")
     save_file({"winners": torch.from_numpy(np.stack(win)), "losers": torch.from_numpy(np.stack(lose))}, path + ".tmp")
     os.replace(path + ".tmp", path)
@@ -127,8 +122,6 @@ def sample_pairs(args) -> None:
 
 
 def train(args) -> None:
-    from safetensors.torch import load_file
-
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     tok, text, unet, _, _ = eval_toy.load(args.model_dir)
