@@ -108,8 +108,9 @@ fn latent_toy_model_draws_the_requested_shapes() {
     }
     // With the model's own settings (models/toy-latent/semi.json). The shipped model is
     // undertrained: 58-69% of one-object captions come out exact with DDIM
-    // (models/toy-latent/README.md), 9 of these 18 images. A model or runtime that loses the prompt draws the asked shape
-    // alone about one time in six, and a VAE path that garbles the shapes matches none.
+    // (models/toy-latent/README.md), 9 of these 18 images. A model or runtime that loses the
+    // prompt draws the asked shape alone about one time in six, and a VAE path that garbles the
+    // shapes matches none.
     eprintln!("{matched} of 18 images matched their caption");
     assert!(
         matched >= 8,
