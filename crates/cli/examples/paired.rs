@@ -7,6 +7,10 @@
 //! A difference between two rows is paired by layout (the same layouts and noise for every row):
 //! the mean and standard error of the per-layout differences.
 //!
+//! Where the reports have `other_success` (another of the layout's categories detected in a
+//! box), a second table gives that rate and the balance own − other per box: how much the start
+//! decides which object forms where, when the prompt names both.
+//!
 //! ```sh
 //! cargo run --release -p semi-cli --example paired -- \
 //!     --row "Gaussian=out/base/report/objects.csv:sd" \
@@ -29,12 +33,33 @@ struct Args {
     against: Vec<String>,
 }
 
-/// Per layout id: (sum of success, sum of IoU, objects).
-type ByLayout = BTreeMap<String, (f64, f64, usize)>;
+/// Per layout id: sums over its objects.
+#[derive(Default)]
+struct Sums {
+    success: f64,
+    iou: f64,
+    /// Another of the layout's categories in the box.
+    other: f64,
+    objects: usize,
+}
+
+type ByLayout = BTreeMap<String, Sums>;
 
 struct Row {
     label: String,
     layouts: ByLayout,
+    /// The report has `other_success`.
+    has_other: bool,
+}
+
+/// What a per-layout mean is taken of.
+#[derive(Clone, Copy)]
+enum Stat {
+    Success,
+    Iou,
+    Other,
+    /// Success minus other.
+    Balance,
 }
 
 fn read_row(spec: &str) -> Result<Row> {
@@ -57,6 +82,12 @@ fn read_row(spec: &str) -> Result<Row> {
     };
     let (c_method, c_id, c_iou, c_success) =
         (col("method")?, col("id")?, col("iou")?, col("success")?);
+    let c_other = header.iter().position(|h| *h == "other_success");
+    let flag = |v: &str, what: &str, line: usize| match v {
+        "true" => Ok(1.0),
+        "false" => Ok(0.0),
+        s => bail!("{}:{line}: {what} {s:?}", path.display()),
+    };
     let mut layouts = ByLayout::new();
     for (n, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').collect();
@@ -75,15 +106,13 @@ fn read_row(spec: &str) -> Result<Row> {
         let iou: f64 = f[c_iou]
             .parse()
             .with_context(|| format!("{}:{}: iou", path.display(), n + 2))?;
-        let success = match f[c_success] {
-            "true" => 1.0,
-            "false" => 0.0,
-            s => bail!("{}:{}: success {s:?}", path.display(), n + 2),
-        };
         let e = layouts.entry(f[c_id].to_string()).or_default();
-        e.0 += success;
-        e.1 += iou;
-        e.2 += 1;
+        e.success += flag(f[c_success], "success", n + 2)?;
+        if let Some(c) = c_other {
+            e.other += flag(f[c], "other_success", n + 2)?;
+        }
+        e.iou += iou;
+        e.objects += 1;
     }
     if layouts.is_empty() {
         bail!("{}: no objects of method {method:?}", path.display());
@@ -91,6 +120,7 @@ fn read_row(spec: &str) -> Result<Row> {
     Ok(Row {
         label: label.to_string(),
         layouts,
+        has_other: c_other.is_some(),
     })
 }
 
@@ -102,12 +132,45 @@ fn mean_se(v: &[f64]) -> (f64, f64) {
     (m, (var / n).sqrt())
 }
 
-/// Per-layout means of success, or of IoU when `iou`, in layout order.
-fn means(row: &Row, iou: bool) -> Vec<f64> {
+/// Per-layout means of `stat`, in layout order.
+fn means(row: &Row, stat: Stat) -> Vec<f64> {
     row.layouts
         .values()
-        .map(|(s, i, n)| if iou { i } else { s } / *n as f64)
+        .map(|v| {
+            let sum = match stat {
+                Stat::Success => v.success,
+                Stat::Iou => v.iou,
+                Stat::Other => v.other,
+                Stat::Balance => v.success - v.other,
+            };
+            sum / v.objects as f64
+        })
         .collect()
+}
+
+/// ` {diff} ± {se} | {z} |` cells of `stat`'s paired differences of `r` against each row of
+/// `against` (blank against itself).
+fn paired_cells(r: &Row, against: &[&Row], stat: Stat) -> String {
+    let mut cells = String::new();
+    for a in against {
+        if a.label == r.label {
+            cells.push_str(" | |");
+            continue;
+        }
+        let d: Vec<f64> = means(r, stat)
+            .iter()
+            .zip(means(a, stat))
+            .map(|(x, y)| x - y)
+            .collect();
+        let (dm, dse) = mean_se(&d);
+        let z = if dse > 0.0 { dm / dse } else { 0.0 };
+        cells.push_str(&format!(
+            " {:+.1} ± {:.1} | {z:+.1} |",
+            100.0 * dm,
+            100.0 * dse
+        ));
+    }
+    cells
 }
 
 fn main() -> Result<()> {
@@ -136,7 +199,7 @@ fn main() -> Result<()> {
                 .with_context(|| format!("--against {a:?}: no row of that label"))
         })
         .collect::<Result<_>>()?;
-    let objects: usize = rows[0].layouts.values().map(|v| v.2).sum();
+    let objects: usize = rows[0].layouts.values().map(|v| v.objects).sum();
     println!(
         "{} layouts, {objects} objects per row; ± one standard error, clustered by layout; \
          differences paired by layout\n",
@@ -150,33 +213,42 @@ fn main() -> Result<()> {
     }
     println!("{head}\n{rule}");
     for r in &rows {
-        let (s, se) = mean_se(&means(r, false));
-        let (i, ie) = mean_se(&means(r, true));
-        let mut line = format!(
-            "| {} | {:.1} ± {:.1} | {i:.3} ± {ie:.3} |",
+        let (s, se) = mean_se(&means(r, Stat::Success));
+        let (i, ie) = mean_se(&means(r, Stat::Iou));
+        println!(
+            "| {} | {:.1} ± {:.1} | {i:.3} ± {ie:.3} |{}",
             r.label,
             100.0 * s,
-            100.0 * se
+            100.0 * se,
+            paired_cells(r, &against, Stat::Success)
         );
-        for a in &against {
-            if a.label == r.label {
-                line.push_str(" | |");
-                continue;
-            }
-            let d: Vec<f64> = means(r, false)
-                .iter()
-                .zip(means(a, false))
-                .map(|(x, y)| x - y)
-                .collect();
-            let (dm, dse) = mean_se(&d);
-            let z = if dse > 0.0 { dm / dse } else { 0.0 };
-            line.push_str(&format!(
-                " {:+.1} ± {:.1} | {z:+.1} |",
-                100.0 * dm,
-                100.0 * dse
-            ));
-        }
-        println!("{line}");
+    }
+    if !rows.iter().all(|r| r.has_other) {
+        return Ok(());
+    }
+    println!(
+        "\nWhich object forms in each box: own = R_suc; other = another of the layout's \
+         categories detected in the box; balance = own − other\n"
+    );
+    let mut head = String::from("| row | other in the box % | balance (points) |");
+    let mut rule = String::from("|---|---:|---:|");
+    for a in &against {
+        head.push_str(&format!(" balance − {}'s (points) | in s.e. |", a.label));
+        rule.push_str("---:|---:|");
+    }
+    println!("{head}\n{rule}");
+    for r in &rows {
+        let (o, oe) = mean_se(&means(r, Stat::Other));
+        let (b, be) = mean_se(&means(r, Stat::Balance));
+        println!(
+            "| {} | {:.1} ± {:.1} | {:+.1} ± {:.1} |{}",
+            r.label,
+            100.0 * o,
+            100.0 * oe,
+            100.0 * b,
+            100.0 * be,
+            paired_cells(r, &against, Stat::Balance)
+        );
     }
     Ok(())
 }

@@ -98,6 +98,14 @@ pub struct ObjectScore {
     pub size: SizeBucket,
     pub iou: f64,
     pub success: bool,
+    /// Best IoU of a detection of one of the layout's *other* categories with this box: the
+    /// wrong object in the right place. It shows whether an initialisation decides which
+    /// object forms in a box, as the category-swapped control asks (docs/toyworld-latent.md).
+    #[serde(default)]
+    pub other_iou: f64,
+    /// `other_iou` above the success IoU.
+    #[serde(default)]
+    pub other_success: bool,
 }
 
 fn same_category(a: &str, b: &str) -> bool {
@@ -120,11 +128,18 @@ pub fn score_layout(
         .map(|(k, o)| {
             let b = o.bbox;
             let target = [b.x0 * w, b.y0 * h, b.x1 * w, b.y1 * h].map(|v| v as f32);
-            let iou = detections
-                .iter()
-                .filter(|d| same_category(&d.category, &o.category))
-                .map(|d| f64::from(semi_toyworld::iou_xyxy(d.bbox.map(|v| v as f32), target)))
-                .fold(0.0, f64::max);
+            let best_iou = |keep: &dyn Fn(&str) -> bool| {
+                detections
+                    .iter()
+                    .filter(|d| keep(&d.category))
+                    .map(|d| f64::from(semi_toyworld::iou_xyxy(d.bbox.map(|v| v as f32), target)))
+                    .fold(0.0, f64::max)
+            };
+            let iou = best_iou(&|c| same_category(c, &o.category));
+            let other_iou = best_iou(&|c| {
+                !same_category(c, &o.category)
+                    && layout.objects.iter().any(|p| same_category(c, &p.category))
+            });
             let area = b.area() * cfg.reference_area();
             ObjectScore {
                 id: id.to_string(),
@@ -135,6 +150,8 @@ pub fn score_layout(
                 size: cfg.bucket(area),
                 iou,
                 success: iou > cfg.success_iou,
+                other_iou,
+                other_success: other_iou > cfg.success_iou,
             }
         })
         .collect()
@@ -278,6 +295,37 @@ mod tests {
         let got = ious(&l, &d);
         assert_eq!(got[0], 0.75);
         assert!((got[1] - 1.0 / 3.0).abs() < 1e-6, "{got:?}");
+    }
+
+    /// The other object's shape in a box counts only for the layout's other categories.
+    #[test]
+    fn other_category_in_the_box() {
+        let l = layout(&[
+            ("dog", [0.0, 0.0, 40.0, 40.0]),
+            ("cat", [50.0, 50.0, 90.0, 90.0]),
+        ]);
+        let d = [
+            det("Cat", [10.0, 0.0, 40.0, 40.0]),   // in the dog's box: 0.75
+            det("bird", [50.0, 50.0, 90.0, 90.0]), // not in the layout
+            det("cat", [50.0, 50.0, 90.0, 90.0]),  // the cat's own
+        ];
+        let s = score_layout("x", &l, &d, &MetricConfig::default());
+        assert_eq!((s[0].iou, s[0].other_iou), (0.0, 0.75));
+        assert!(!s[0].success && s[0].other_success);
+        assert_eq!((s[1].iou, s[1].other_iou), (1.0, 0.0));
+        assert!(s[1].success && !s[1].other_success);
+        // Two boxes of one category: neither is the other's "other".
+        let same = layout(&[
+            ("dog", [0.0, 0.0, 40.0, 40.0]),
+            ("dog", [50.0, 50.0, 90.0, 90.0]),
+        ]);
+        let s = score_layout(
+            "x",
+            &same,
+            &[det("dog", [0.0, 0.0, 40.0, 40.0])],
+            &MetricConfig::default(),
+        );
+        assert_eq!((s[1].other_iou, s[0].other_iou), (0.0, 0.0));
     }
 
     #[test]

@@ -168,15 +168,17 @@ pub fn summary_csv(results: &[MethodResult]) -> String {
     out
 }
 
-/// `objects.csv`: `method,id,object,objects_in_sample,category,area,size,iou,success`.
+/// `objects.csv`: `method,id,object,objects_in_sample,category,area,size,iou,success,other_iou,
+/// other_success` (the last two: another of the layout's categories in this box).
 pub fn objects_csv(results: &[MethodResult]) -> String {
-    let mut out =
-        String::from("method,id,object,objects_in_sample,category,area,size,iou,success\n");
+    let mut out = String::from(
+        "method,id,object,objects_in_sample,category,area,size,iou,success,other_iou,other_success\n",
+    );
     for r in results {
         for o in &r.objects {
             let _ = writeln!(
                 out,
-                "{},{},{},{},{},{:.1},{},{:.6},{}",
+                "{},{},{},{},{},{:.1},{},{:.6},{},{:.6},{}",
                 csv_field(&r.method),
                 csv_field(&o.id),
                 o.object,
@@ -185,7 +187,9 @@ pub fn objects_csv(results: &[MethodResult]) -> String {
                 o.area,
                 o.size.name(),
                 o.iou,
-                o.success
+                o.success,
+                o.other_iou,
+                o.other_success
             );
         }
     }
