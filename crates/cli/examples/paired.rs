@@ -173,6 +173,18 @@ fn paired_cells(r: &Row, against: &[&Row], stat: Stat) -> String {
     cells
 }
 
+/// A table's header and rule: `first` (three columns), then a difference column, named by
+/// `diff` with `{}` for the label, and its "in s.e." column per row of `against`.
+fn print_head(first: &str, against: &[&Row], diff: &str) {
+    let mut head = String::from(first);
+    let mut rule = String::from("|---|---:|---:|");
+    for a in against {
+        head.push_str(&format!(" {} | in s.e. |", diff.replace("{}", &a.label)));
+        rule.push_str("---:|---:|");
+    }
+    println!("{head}\n{rule}");
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     let rows: Vec<Row> = args
@@ -205,13 +217,7 @@ fn main() -> Result<()> {
          differences paired by layout\n",
         ids.len()
     );
-    let mut head = String::from("| row | R_suc % | IoU |");
-    let mut rule = String::from("|---|---:|---:|");
-    for a in &against {
-        head.push_str(&format!(" R_suc − {} (points) | in s.e. |", a.label));
-        rule.push_str("---:|---:|");
-    }
-    println!("{head}\n{rule}");
+    print_head("| row | R_suc % | IoU |", &against, "R_suc − {} (points)");
     for r in &rows {
         let (s, se) = mean_se(&means(r, Stat::Success));
         let (i, ie) = mean_se(&means(r, Stat::Iou));
@@ -230,13 +236,11 @@ fn main() -> Result<()> {
         "\nWhich object forms in each box: own = R_suc; other = another of the layout's \
          categories detected in the box; balance = own − other\n"
     );
-    let mut head = String::from("| row | other in the box % | balance (points) |");
-    let mut rule = String::from("|---|---:|---:|");
-    for a in &against {
-        head.push_str(&format!(" balance − {}'s (points) | in s.e. |", a.label));
-        rule.push_str("---:|---:|");
-    }
-    println!("{head}\n{rule}");
+    print_head(
+        "| row | other in the box % | balance (points) |",
+        &against,
+        "balance − {}'s (points)",
+    );
     for r in &rows {
         let (o, oe) = mean_se(&means(r, Stat::Other));
         let (b, be) = mean_se(&means(r, Stat::Balance));
