@@ -107,8 +107,8 @@ fn latent_toy_model_draws_the_requested_shapes() {
         matched += matching_seeds_in(&caption, 0..3, &args, Some(&world)).len();
     }
     // With the model's own settings (models/toy-latent/semi.json). The shipped model is
-    // undertrained: 84-85% of one-object captions come out exact with DDIM
-    // (models/toy-latent/README.md), 17 of these 18 images. A model or runtime that loses the
+    // undertrained: 78-87% of one-object captions come out exact with DDIM
+    // (models/toy-latent/README.md), 15 of these 18 images. A model or runtime that loses the
     // prompt draws the asked shape alone about one time in six, and a VAE path that garbles the
     // shapes matches none.
     eprintln!("{matched} of 18 images matched their caption");
