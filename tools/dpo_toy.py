@@ -13,7 +13,9 @@ against the wrong ones for the same caption, relative to the frozen starting mod
 `pairs` samples N captions of the toy grammar (seeded; use seeds other than eval_toy.py's 0 and 1,
 so no evaluated noise is trained on), one image each, with eval_toy.py's sampler, runs the Rust
 detector, and pairs every mismatch with a match of the same caption (up to --pairs-per-loser
-different matches). `train` fine-tunes the UNet only (the text encoder stays frozen) with the
+different matches). `--favour cross --favour-share 0.5` redraws that share of the captions until
+each names one of the favoured shapes, to aim a round at the shapes that fail most (the others
+keep the plain grammar's mix, so the round still sees every caption). `train` fine-tunes the UNet only (the text encoder stays frozen) with the
 Diffusion-DPO loss on the v-prediction error, the same timestep and noise for both images of a
 pair:
 
@@ -38,6 +40,7 @@ import copy
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -54,10 +57,30 @@ import toy_model  # noqa: E402
 import train_toy  # noqa: E402
 
 
+def favour_captions(captions: list[str], seed: int, max_objects: int, favour: list[str], share: float) -> list[str]:
+    """Redraws `share` of the captions (seeded) until each names one of the `favour` shapes."""
+    if not favour or share <= 0:
+        return captions
+    rng = random.Random(seed + 7)  # its own stream: with no favour the captions stay the plain grammar's
+    names = lambda c: any(re.search(rf"\ba {f}\b", c) for f in favour)  # noqa: E731
+    out = []
+    for c in captions:
+        if rng.random() < share:
+            while not names(c):
+                c = eval_toy.random_captions(1, rng.randrange(1 << 30), max_objects)[0]
+        out.append(c)
+    return out
+
+
 def sample_pairs(args) -> None:
+    favour = [f for f in args.favour.split(",") if f] if args.favour else []
+    unknown = [f for f in favour if f not in eval_toy.CATEGORIES]
+    if unknown:
+        raise SystemExit(f"--favour: unknown shape(s) {', '.join(unknown)} (known: {', '.join(eval_toy.CATEGORIES)})")
     torch.set_num_threads(args.threads)
     tok, text, unet, sched, vae = eval_toy.load(args.model_dir)
     captions = eval_toy.random_captions(args.n, args.seed, args.max_objects)
+    captions = favour_captions(captions, args.seed, args.max_objects, favour, args.favour_share)
     size = unet.config.sample_size
     noise_gen = torch.Generator().manual_seed(args.seed)
     step_gen = torch.Generator().manual_seed(args.seed + 1)
@@ -116,7 +139,8 @@ def sample_pairs(args) -> None:
     os.replace(path + ".tmp", path)
     with open(os.path.join(args.out, "pairs.json"), "w") as f:
         json.dump({"model_dir": args.model_dir, "n": args.n, "seed": args.seed, "steps": args.steps, "eta": args.eta,
-                   "guidance": args.guidance, "space": "latent" if vae is not None else "pixel", "captions": caps}, f)
+                   "guidance": args.guidance, "space": "latent" if vae is not None else "pixel",
+                   "favour": favour, "favour_share": args.favour_share if favour else 0.0, "captions": caps}, f)
     losers = sum(not r["match"] for r in records)
     print(f"{len(caps)} pairs from {losers} mismatches ({len(set(caps))} captions) -> {path}", flush=True)
 
@@ -251,6 +275,8 @@ def main() -> None:
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--max-objects", type=int, default=3)
     p.add_argument("--pairs-per-loser", type=int, default=2)
+    p.add_argument("--favour", default="", help="comma-separated shapes to aim the captions at (see above)")
+    p.add_argument("--favour-share", type=float, default=0.5, help="share of the captions redrawn for --favour")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     t = sub.add_parser("train", help="Diffusion-DPO fine-tuning of the UNet on the pairs")
