@@ -14,10 +14,10 @@ against the wrong ones for the same caption, relative to the frozen starting mod
 so no evaluated noise is trained on), one image each, with eval_toy.py's sampler, runs the Rust
 detector, and pairs every mismatch with a match of the same caption (up to --pairs-per-loser
 different matches). `--favour cross --favour-share 0.5` redraws that share of the captions until
-each names one of the favoured shapes, to aim a round at the shapes that fail most (the others
-keep the plain grammar's mix, so the round still sees every caption). `train` fine-tunes the UNet only (the text encoder stays frozen) with the
-Diffusion-DPO loss on the v-prediction error, the same timestep and noise for both images of a
-pair:
+each names one of the favoured shapes, to aim a round at the shapes that fail most (the others keep
+the plain grammar's mix, so the round still sees every caption). `train` fine-tunes the UNet only
+(the text encoder stays frozen) with the Diffusion-DPO loss on the v-prediction error, the same
+timestep and noise for both images of a pair:
 
     d = (|v_w - f(x_w,t)|^2 - |v_w - f_ref(x_w,t)|^2) - (|v_l - f(x_l,t)|^2 - |v_l - f_ref(x_l,t)|^2)
     loss = -log sigmoid(-beta / 2 * d)
